@@ -1,0 +1,336 @@
+// The only pybind11 file: validates every input, releases the GIL, calls the header-only core.
+// Arrays are float64 and column-major (Fortran order); such arrays are used without a copy.
+#include <pybind11/eigen.h>
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "tdflow/cp_tensor.hpp"
+#include "tdflow/flow.hpp"
+#include "tdflow/integrate.hpp"
+#include "tdflow/threads.hpp"
+
+namespace py = pybind11;
+using namespace tdflow;
+
+namespace {
+
+using FArray = py::array_t<double, py::array::f_style | py::array::forcecast>;
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+// A real float64 Fortran-ordered view of `obj`; TypeError for non-numeric data, ValueError for a
+// wrong number of dimensions, a wrong extent (-1: any) or a non-finite entry.
+FArray as_real_array(py::handle obj, const char* name, int ndim, py::ssize_t rows = -1,
+                     py::ssize_t cols = -1) {
+  py::array arr = py::array::ensure(obj);
+  if (!arr) throw py::type_error(std::string(name) + " must be an array of real numbers");
+  const char kind = arr.dtype().kind();
+  if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b')
+    throw py::type_error(std::string(name) + " must hold real numbers, got dtype " +
+                         std::string(py::str(arr.dtype())));
+  if (arr.ndim() != ndim)
+    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) +
+                          "-D, got shape " + shape_str(arr));
+  if ((rows >= 0 && arr.shape(0) != rows) || (ndim == 2 && cols >= 0 && arr.shape(1) != cols)) {
+    std::ostringstream s;
+    s << name << " must have shape (" << (rows >= 0 ? std::to_string(rows) : "*");
+    if (ndim == 2) s << ", " << (cols >= 0 ? std::to_string(cols) : "*");
+    s << (ndim == 1 ? ",)" : ")") << ", got " << shape_str(arr);
+    throw py::value_error(s.str());
+  }
+  FArray f = FArray::ensure(arr);
+  const double* p = f.data();
+  for (py::ssize_t i = 0; i < f.size(); ++i)
+    if (!std::isfinite(p[i]))
+      throw py::value_error(std::string(name) + " contains NaN or Inf");
+  return f;
+}
+
+MatMap mat_of(const FArray& a) {
+  return MatMap(a.data(), a.shape(0), a.ndim() == 2 ? a.shape(1) : 1);
+}
+VecMap vec_of(const FArray& a) { return VecMap(a.data(), a.shape(0)); }
+
+int check_order(int order) {
+  if (order < 3) throw py::value_error("order must be >= 3, got " + std::to_string(order));
+  return order;
+}
+
+// Components Z (d x k) and coefficients c (k) of one CP tensor.
+struct CPArgs {
+  FArray Z, c;
+  CPArgs(py::handle Zo, py::handle co, const char* zname, const char* cname)
+      : Z(as_real_array(Zo, zname, 2)), c(as_real_array(co, cname, 1, Z.shape(1))) {
+    if (Z.shape(0) < 1) throw py::value_error(std::string(zname) + " must have d >= 1 rows");
+  }
+  Parts parts() const { return {Part(Z.data(), Z.shape(0), Z.shape(1), c.data())}; }
+  py::ssize_t dim() const { return Z.shape(0); }
+};
+
+Mat contract_py(py::handle Z, py::handle c, py::handle V, int order) {
+  check_order(order);
+  CPArgs t(Z, c, "Z", "c");
+  FArray v = as_real_array(V, "V", 2, t.dim());
+  Mat out;
+  py::gil_scoped_release release;
+  contract(t.parts(), mat_of(v), order - 1, out);
+  return out;
+}
+
+Mat contract_mixed_py(py::handle Z, py::handle c, py::handle V, py::handle U, int order) {
+  check_order(order);
+  CPArgs t(Z, c, "Z", "c");
+  FArray v = as_real_array(V, "V", 2, t.dim());
+  FArray u = as_real_array(U, "U", 2, t.dim(), v.shape(1));
+  Mat out;
+  py::gil_scoped_release release;
+  contract_mixed(t.parts(), mat_of(v), mat_of(u), order - 2, out);
+  return out;
+}
+
+Vec evaluate_py(py::handle Z, py::handle c, py::handle V, int order) {
+  check_order(order);
+  CPArgs t(Z, c, "Z", "c");
+  FArray v = as_real_array(V, "V", 2, t.dim());
+  Vec out;
+  py::gil_scoped_release release;
+  evaluate(t.parts(), mat_of(v), order, out);
+  return out;
+}
+
+double inner_py(py::handle Z1, py::handle c1, py::handle Z2, py::handle c2, int order) {
+  check_order(order);
+  CPArgs a(Z1, c1, "Z1", "c1"), b(Z2, c2, "Z2", "c2");
+  if (a.dim() != b.dim())
+    throw py::value_error("Z1 and Z2 must have the same number of rows d");
+  py::gil_scoped_release release;
+  return inner(a.parts(), b.parts(), order);
+}
+
+// Calls back into Python at most every `interval` seconds: checks for Ctrl-C and runs the
+// progress callback. Any Python error stops the run and is handed back with the partial result.
+class Ticker {
+ public:
+  Ticker(std::optional<py::function> cb, double interval) : cb_(std::move(cb)), interval_(interval) {
+    last_ = std::chrono::steady_clock::now();
+  }
+  bool operator()(double t) {
+    const auto now = std::chrono::steady_clock::now();
+    if (std::chrono::duration<double>(now - last_).count() < interval_) return false;
+    last_ = now;
+    return call(t);
+  }
+  bool call(double t) {
+    py::gil_scoped_acquire gil;
+    try {
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      if (cb_) (*cb_)(t);
+    } catch (py::error_already_set& e) {
+      error_ = py::reinterpret_borrow<py::object>(e.value());
+      return true;
+    }
+    return false;
+  }
+  py::object error() const { return error_; }
+
+ private:
+  std::optional<py::function> cb_;
+  double interval_;
+  std::chrono::steady_clock::time_point last_;
+  py::object error_ = py::none();
+};
+
+Method parse_method(const std::string& name) {
+  if (name == "euler") return Method::Euler;
+  if (name == "rk4") return Method::RK4;
+  if (name == "dopri5") return Method::Dopri5;
+  throw py::value_error("method must be 'euler', 'rk4' or 'dopri5', got '" + name + "'");
+}
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::Finished: return "finished";
+    case Status::NonFinite: return "non-finite";
+    case Status::Stopped: return "stopped";
+    case Status::MaxSteps: return "max-steps";
+    case Status::StepTooSmall: return "step-too-small";
+  }
+  return "unknown";
+}
+
+struct PyDeflationFlow {
+  DeflationFlow flow;
+
+  static DeflationFlow make(py::handle U, py::handle a, int order, double lam) {
+    check_order(order);
+    FArray u = as_real_array(U, "U", 2);
+    if (u.shape(0) < 1 || u.shape(1) < 1)
+      throw py::value_error("U must have d >= 1 rows and r >= 1 columns, got " + shape_str(u));
+    FArray av = as_real_array(a, "a", 1, u.shape(1));
+    if (!std::isfinite(lam) || lam < 0) throw py::value_error("lam must be finite and >= 0");
+    return DeflationFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam);
+  }
+
+  PyDeflationFlow(py::handle U, py::handle a, int order, double lam) : flow(make(U, a, order, lam)) {}
+
+  Mat state(py::handle W) const {
+    FArray w = as_real_array(W, "W", 2, flow.dim());
+    if (w.shape(1) < 1) throw py::value_error("W must have m >= 1 columns");
+    return Mat(mat_of(w));
+  }
+
+  Mat rhs(py::handle W) {
+    Mat w = state(W), dW;
+    py::gil_scoped_release release;
+    flow.rhs(w, dW);
+    return dW;
+  }
+  double loss(py::handle W) {
+    Mat w = state(W);
+    py::gil_scoped_release release;
+    return flow.loss(w);
+  }
+  double residual_norm(py::handle W) {
+    Mat w = state(W);
+    py::gil_scoped_release release;
+    return flow.residual_norm(w);
+  }
+  Vec directional_residual(py::handle W) {
+    Mat w = state(W);
+    py::gil_scoped_release release;
+    return flow.directional_residual(w);
+  }
+
+  py::dict integrate(py::handle W0, double t0, py::handle t_eval_obj, const std::string& method_name,
+                     double h, double rtol, double atol, double h_max, long max_steps,
+                     bool save_norms, bool save_states, std::optional<py::function> progress,
+                     double progress_interval) {
+    Mat W = state(W0);
+    const Method method = parse_method(method_name);
+    FArray te = as_real_array(t_eval_obj, "t_eval", 1);
+    std::vector<double> t_eval(te.data(), te.data() + te.shape(0));
+    if (!std::isfinite(t0)) throw py::value_error("t0 must be finite");
+    if (t_eval.empty()) throw py::value_error("t_eval must not be empty");
+    for (size_t i = 0; i < t_eval.size(); ++i) {
+      if (t_eval[i] < t0) throw py::value_error("t_eval must not start before t0");
+      if (i && t_eval[i] < t_eval[i - 1]) throw py::value_error("t_eval must be non-decreasing");
+    }
+    if (method != Method::Dopri5 && !(h > 0 && std::isfinite(h)))
+      throw py::value_error("h must be finite and > 0 for a fixed-step method");
+    if (method == Method::Dopri5) {
+      if (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0))
+        throw py::value_error("rtol and atol must be >= 0 and not both 0");
+    }
+    if (!(h_max > 0)) throw py::value_error("h_max must be > 0");
+    if (max_steps < 0) throw py::value_error("max_steps must be >= 0");
+
+    StepOptions opt;
+    opt.h = method == Method::Dopri5 ? (std::isfinite(h) ? h : 0.0) : h;
+    opt.rtol = rtol;
+    opt.atol = atol;
+    opt.h_max = h_max;
+    opt.max_steps = max_steps;
+
+    const Index r = flow.target().rank(), d = W.rows(), m = W.cols();
+    std::vector<double> ts, losses, rnorms, dirs, norms, states;
+    auto observe = [&](double t, const Mat& Wt) {
+      ts.push_back(t);
+      const double rn2 = flow.residual_norm_squared(Wt);
+      rnorms.push_back(std::sqrt(rn2));
+      losses.push_back(0.5 * rn2 + 0.5 * flow.lam() * Wt.squaredNorm());
+      const Vec dr = flow.directional_residual(Wt);
+      dirs.insert(dirs.end(), dr.data(), dr.data() + r);
+      if (save_norms) {
+        const Vec n = Wt.colwise().norm().transpose();
+        norms.insert(norms.end(), n.data(), n.data() + m);
+      }
+      if (save_states) states.insert(states.end(), Wt.data(), Wt.data() + d * m);
+    };
+    Ticker ticker(std::move(progress), progress_interval);
+    Outcome res;
+    {
+      py::gil_scoped_release release;
+      res = tdflow::integrate(flow, method, W, t0, t_eval, opt, observe,
+                              [&](double t) { return ticker(t); });
+    }
+    if (res.status == Status::Finished) ticker.call(res.t);  // final progress update
+
+    const py::ssize_t n = static_cast<py::ssize_t>(ts.size());
+    py::dict out;
+    out["t"] = py::array_t<double>(n, ts.data());
+    out["loss"] = py::array_t<double>(n, losses.data());
+    out["residual_norm"] = py::array_t<double>(n, rnorms.data());
+    out["directional_residual"] =
+        py::array_t<double>({n, static_cast<py::ssize_t>(r)}, dirs.data());
+    if (save_norms) out["norms"] = py::array_t<double>({n, static_cast<py::ssize_t>(m)}, norms.data());
+    if (save_states) {
+      // stored column-major per snapshot: shape (n, m, d) in C order == (n, d, m) transposed
+      py::array_t<double> s({n, static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(d)},
+                            states.data());
+      out["states"] = s.attr("transpose")(0, 2, 1);
+    }
+    out["W"] = W;
+    out["status"] = status_name(res.status);
+    out["t_final"] = res.t;
+    out["n_steps"] = res.steps;
+    out["n_rhs"] = res.rhs_evals;
+    out["n_rejected"] = res.rejected;
+    out["error"] = ticker.error();
+    return out;
+  }
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, mod) {
+  mod.doc() = "tdflow's compiled core (private): CP contractions, gradient-flow RHS, steppers";
+#ifdef VERSION_INFO
+#define TDFLOW_STR2(x) #x
+#define TDFLOW_STR(x) TDFLOW_STR2(x)
+  mod.attr("__version__") = TDFLOW_STR(VERSION_INFO);
+#endif
+  mod.attr("has_openmp") = has_openmp();
+  mod.def("get_max_threads", &max_threads, "Number of OpenMP threads the core uses.");
+  mod.def("set_max_threads", &set_max_threads, py::arg("n"),
+          "Set the number of OpenMP threads (process-wide).");
+
+  mod.def("contract", &contract_py, py::arg("Z"), py::arg("c"), py::arg("V"), py::arg("order"),
+          "T(v^{l-1}, I) for every column v of V, T = sum_j c_j z_j^{(x)l}. Returns d x m.");
+  mod.def("contract_mixed", &contract_mixed_py, py::arg("Z"), py::arg("c"), py::arg("V"),
+          py::arg("U"), py::arg("order"),
+          "T(v^{l-2}, u, I) for paired columns v of V and u of U. Returns d x m.");
+  mod.def("evaluate", &evaluate_py, py::arg("Z"), py::arg("c"), py::arg("V"), py::arg("order"),
+          "T(v^l) for every column v of V. Returns (m,).");
+  mod.def("inner", &inner_py, py::arg("Z1"), py::arg("c1"), py::arg("Z2"), py::arg("c2"),
+          py::arg("order"), "<T1, T2> = sum c1_i c2_j <z1_i, z2_j>^l.");
+
+  py::class_<PyDeflationFlow>(mod, "DeflationFlow")
+      .def(py::init<py::handle, py::handle, int, double>(), py::arg("U"), py::arg("a"),
+           py::arg("order"), py::arg("lam"))
+      .def_property_readonly("order", [](const PyDeflationFlow& f) { return f.flow.order(); })
+      .def_property_readonly("lam", [](const PyDeflationFlow& f) { return f.flow.lam(); })
+      .def_property_readonly("basis_target",
+                             [](const PyDeflationFlow& f) { return f.flow.target().basis; })
+      .def("rhs", &PyDeflationFlow::rhs, py::arg("W"))
+      .def("loss", &PyDeflationFlow::loss, py::arg("W"))
+      .def("residual_norm", &PyDeflationFlow::residual_norm, py::arg("W"))
+      .def("directional_residual", &PyDeflationFlow::directional_residual, py::arg("W"))
+      .def("integrate", &PyDeflationFlow::integrate, py::arg("W0"), py::arg("t0"),
+           py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
+           py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"),
+           py::arg("save_states"), py::arg("progress"), py::arg("progress_interval"));
+}

@@ -1,0 +1,233 @@
+// Symmetric CP tensors T = sum_j c_j z_j^{(x)l}, handled only through Gram matrices: a d^l
+// array is never formed. A tensor is a list of parts (Z, c), so that a residual T* - T is
+// the concatenation of the target's and the model's parts without copying either.
+//
+// Batched over the columns v of V, every contraction is  Z * (c o f(Z^T V))  for an
+// elementwise f, computed block by block: a Gram block of kRowBlock x kColBlock entries is
+// formed by a GEMM, f is applied while it is in cache, and a second GEMM accumulates it into
+// the output. Peak workspace is one block per thread, never an m x m matrix.
+#pragma once
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "threads.hpp"
+
+namespace tdflow {
+
+using Index = Eigen::Index;
+using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+using Vec = Eigen::VectorXd;
+using MatMap = Eigen::Map<const Mat>;
+using VecMap = Eigen::Map<const Vec>;
+
+// Block sizes: a 256 x 128 Gram block (256 KiB) stays in L2 between its two GEMMs.
+constexpr Index kRowBlock = 256;
+constexpr Index kColBlock = 128;
+
+// One part of a CP tensor: components Z (d x k, columns z_j) with coefficients c (k).
+// `basis` marks Z = the first k standard basis vectors, whose Gram rows are just rows of V.
+struct Part {
+  MatMap Z;
+  VecMap c;
+  bool basis = false;
+
+  Part(const double* z, Index d, Index k, const double* coef, bool is_basis = false)
+      : Z(z, d, k), c(coef, k), basis(is_basis) {}
+  Part(const Mat& z, const Vec& coef, bool is_basis = false)
+      : Z(z.data(), z.rows(), z.cols()), c(coef.data(), coef.size()), basis(is_basis) {}
+  Index rank() const { return Z.cols(); }
+};
+
+using Parts = std::vector<Part>;
+
+// x^P for a compile-time P (P < 0: the exponent is read at run time).
+template <int P>
+struct Power {
+  int p = P;
+  double operator()(double x) const {
+    if constexpr (P >= 0) {
+      double r = 1.0;
+      for (int i = 0; i < P; ++i) r *= x;  // unrolled by the compiler
+      return r;
+    } else {
+      double r = 1.0, b = x;
+      for (int e = p; e > 0; e >>= 1) {
+        if (e & 1) r *= b;
+        b *= b;
+      }
+      return r;
+    }
+  }
+};
+
+// Calls f(Power<P>{}) with P = p for the common orders, a run-time Power otherwise.
+template <class F>
+decltype(auto) with_power(int p, F&& f) {
+  switch (p) {
+    case 1: return f(Power<1>{});
+    case 2: return f(Power<2>{});
+    case 3: return f(Power<3>{});
+    case 4: return f(Power<4>{});
+    case 5: return f(Power<5>{});
+    case 6: return f(Power<6>{});
+    default: {
+      Power<-1> pw;
+      pw.p = p;
+      return f(pw);
+    }
+  }
+}
+
+namespace detail {
+
+// G = Z_K^T V_J for the rows [k0, k0+nk) of a part.
+template <class VBlock>
+inline void gram_block(const Part& part, Index k0, Index nk, const VBlock& VJ, Mat& G) {
+  if (part.basis) {
+    G = VJ.middleRows(k0, nk);
+  } else {
+    G.noalias() = part.Z.middleCols(k0, nk).transpose() * VJ;
+  }
+}
+
+// out_J += Z_K * G
+template <class OBlock>
+inline void scatter_block(const Part& part, Index k0, Index nk, const Mat& G, OBlock& outJ) {
+  if (part.basis) {
+    outJ.middleRows(k0, nk) += G;
+  } else {
+    outJ.noalias() += part.Z.middleCols(k0, nk) * G;
+  }
+}
+
+inline Index n_col_blocks(Index m) { return (m + kColBlock - 1) / kColBlock; }
+
+inline double total_rank(const Parts& parts) {
+  double k = 0;
+  for (const auto& p : parts) k += static_cast<double>(p.rank());
+  return k;
+}
+
+}  // namespace detail
+
+// out(:, j) = sum_parts sum_k c_k <z_k, v_j>^q z_k.   With q = l-1 this is T(v^{l-1}, I).
+template <class VType>
+void contract(const Parts& parts, const VType& V, int q, Mat& out) {
+  const Index d = V.rows(), m = V.cols();
+  out.resize(d, m);
+  const double work = 2.0 * detail::total_rank(parts) * static_cast<double>(m) * d;
+  with_power(q, [&](auto pw) {
+    parallel_blocks(detail::n_col_blocks(m), work, [&](Index b) {
+      const Index j0 = b * kColBlock, nj = std::min(kColBlock, m - j0);
+      const auto VJ = V.middleCols(j0, nj);
+      auto outJ = out.middleCols(j0, nj);
+      outJ.setZero();
+      Mat G;
+      for (const Part& part : parts) {
+        for (Index k0 = 0; k0 < part.rank(); k0 += kRowBlock) {
+          const Index nk = std::min(kRowBlock, part.rank() - k0);
+          detail::gram_block(part, k0, nk, VJ, G);
+          const double* c = part.c.data() + k0;
+          for (Index jj = 0; jj < nj; ++jj) {
+            double* g = G.col(jj).data();
+            for (Index kk = 0; kk < nk; ++kk) g[kk] = c[kk] * pw(g[kk]);
+          }
+          detail::scatter_block(part, k0, nk, G, outJ);
+        }
+      }
+    });
+  });
+}
+
+// out(:, j) = sum_parts sum_k c_k <z_k, v_j>^q <z_k, u_j> z_k.  With q = l-2: T(v^{l-2}, u, I).
+template <class VType, class UType>
+void contract_mixed(const Parts& parts, const VType& V, const UType& U, int q, Mat& out) {
+  const Index d = V.rows(), m = V.cols();
+  out.resize(d, m);
+  const double work = 3.0 * detail::total_rank(parts) * static_cast<double>(m) * d;
+  with_power(q, [&](auto pw) {
+    parallel_blocks(detail::n_col_blocks(m), work, [&](Index b) {
+      const Index j0 = b * kColBlock, nj = std::min(kColBlock, m - j0);
+      const auto VJ = V.middleCols(j0, nj);
+      const auto UJ = U.middleCols(j0, nj);
+      auto outJ = out.middleCols(j0, nj);
+      outJ.setZero();
+      Mat G, H;
+      for (const Part& part : parts) {
+        for (Index k0 = 0; k0 < part.rank(); k0 += kRowBlock) {
+          const Index nk = std::min(kRowBlock, part.rank() - k0);
+          detail::gram_block(part, k0, nk, VJ, G);
+          detail::gram_block(part, k0, nk, UJ, H);
+          const double* c = part.c.data() + k0;
+          for (Index jj = 0; jj < nj; ++jj) {
+            double* g = G.col(jj).data();
+            const double* h = H.col(jj).data();
+            for (Index kk = 0; kk < nk; ++kk) g[kk] = c[kk] * pw(g[kk]) * h[kk];
+          }
+          detail::scatter_block(part, k0, nk, G, outJ);
+        }
+      }
+    });
+  });
+}
+
+// out(j) = sum_parts sum_k c_k <z_k, v_j>^l = T(v_j^l).
+template <class VType>
+void evaluate(const Parts& parts, const VType& V, int l, Vec& out) {
+  const Index d = V.rows(), m = V.cols();
+  out.resize(m);
+  const double work = detail::total_rank(parts) * static_cast<double>(m) * d;
+  with_power(l, [&](auto pw) {
+    parallel_blocks(detail::n_col_blocks(m), work, [&](Index b) {
+      const Index j0 = b * kColBlock, nj = std::min(kColBlock, m - j0);
+      const auto VJ = V.middleCols(j0, nj);
+      out.segment(j0, nj).setZero();
+      Mat G;
+      for (const Part& part : parts) {
+        for (Index k0 = 0; k0 < part.rank(); k0 += kRowBlock) {
+          const Index nk = std::min(kRowBlock, part.rank() - k0);
+          detail::gram_block(part, k0, nk, VJ, G);
+          const double* c = part.c.data() + k0;
+          for (Index jj = 0; jj < nj; ++jj) {
+            const double* g = G.col(jj).data();
+            double s = 0.0;
+            for (Index kk = 0; kk < nk; ++kk) s += c[kk] * pw(g[kk]);
+            out[j0 + jj] += s;
+          }
+        }
+      }
+    });
+  });
+}
+
+// <T, T'> = sum_{j, j'} c_j c'_j' <z_j, z'_j'>^l, evaluated as sum_j' c'_j' T(z'_j'^l).
+inline double inner(const Parts& a, const Parts& b, int l) {
+  double total = 0.0;
+  Vec vals;
+  for (const Part& pb : b) {
+    if (pb.rank() == 0) continue;
+    if (pb.basis) {
+      const Mat E = Mat::Identity(pb.Z.rows(), pb.rank());
+      evaluate(a, E, l, vals);
+    } else {
+      evaluate(a, pb.Z, l, vals);
+    }
+    total += vals.dot(pb.c);
+  }
+  return total;
+}
+
+// ||T||_F^2 = <T, T>. Rounding in the Gram entries limits its absolute accuracy to about
+// l * eps * sum |c_j c_j' <z_j, z_j'>^l|; the true value is >= 0, so a negative result is
+// cancellation and is clamped to 0.
+inline double norm_squared(const Parts& parts, int l) {
+  const double v = inner(parts, parts, l);
+  return std::isfinite(v) ? std::max(v, 0.0) : v;
+}
+
+}  // namespace tdflow
