@@ -1,4 +1,8 @@
-"""tdflow: fast gradient flow for over-parametrized symmetric tensor decomposition."""
+"""tdflow: fast gradient flow for over-parametrized symmetric tensor decomposition.
+
+The compiled core (C++/Eigen/OpenMP) lives in the private module ``tdflow._core``; this package
+re-exports what users need.
+"""
 try:
     from . import _core
 except ImportError as err:  # pragma: no cover - only when the extension is missing
@@ -7,3 +11,26 @@ except ImportError as err:  # pragma: no cover - only when the extension is miss
         "built and installed (python -m pip install .)? Importing from a source checkout "
         "without building does not work."
     ) from err
+
+from .cp import CPTensor
+from .flow import GradientFlow, IntegrationError, Trajectory
+from .sampling import sphere
+from .target import Target, geometric_weights, power_law_weights, uniform_weights
+from .threads import get_num_threads, num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CPTensor",
+    "GradientFlow",
+    "IntegrationError",
+    "Target",
+    "Trajectory",
+    "geometric_weights",
+    "get_num_threads",
+    "num_threads",
+    "power_law_weights",
+    "set_num_threads",
+    "sphere",
+    "uniform_weights",
+]

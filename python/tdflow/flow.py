@@ -1,0 +1,242 @@
+"""Gradient flow of the over-parametrized deflation model towards a target.
+
+``T = sum_k w_k^{(x)l} / ||w_k||^{l-2}``, ``L(W) = 1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2`` and
+``dW/dt = -grad L(W)``; the right-hand side and the steppers run in the compiled core.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from . import _core
+from ._checks import positive_int, real_array, real_number
+from .cp import CPTensor
+from .progress import progress_bar
+from .target import Target
+
+METHODS = ("euler", "rk4", "dopri5")
+
+
+class IntegrationError(RuntimeError):
+    """The integration could not go on (a non-finite state, or a step too small to resolve).
+
+    ``trajectory`` holds everything recorded up to the failure, and its ``W`` is the last
+    finite state, reached at ``trajectory.t_final``.
+    """
+
+    def __init__(self, message: str, trajectory: "Trajectory"):
+        super().__init__(message)
+        self.trajectory = trajectory
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """What one integration recorded.
+
+    ``t`` (n,), ``loss`` (n,), ``residual_norm`` (n,) = ``||T - T*||_F``,
+    ``directional_residual`` (n, r) = ``(T* - T)(u_i^{(x)l})``; ``norms`` (n, m) column norms and
+    ``states`` (n, d, m) when asked for; ``W`` the final state (at ``t_final``).
+    """
+
+    t: np.ndarray
+    loss: np.ndarray
+    residual_norm: np.ndarray
+    directional_residual: np.ndarray
+    W: np.ndarray
+    a: np.ndarray
+    status: str = "finished"
+    t_final: float = 0.0
+    method: str = "rk4"
+    n_steps: int = 0
+    n_rhs: int = 0
+    n_rejected: int = 0
+    wall_time: float = 0.0
+    norms: Optional[np.ndarray] = None
+    states: Optional[np.ndarray] = None
+
+    @property
+    def success(self) -> bool:
+        return self.status == "finished"
+
+    def fit_times(self, threshold: float = 0.5) -> np.ndarray:
+        """Per direction, the first recorded time at which ``(T* - T)(u_i^l) <= threshold * a_i``
+        (NaN if never). With a small initialisation this is when direction i gets fitted."""
+        threshold = real_number(threshold, "threshold", minimum=0.0)
+        below = self.directional_residual <= threshold * self.a[None, :]
+        first = np.argmax(below, axis=0)
+        times = self.t[first].astype(float)
+        times[~below.any(axis=0)] = np.nan
+        return times
+
+    def fit_order(self, threshold: float = 0.5) -> np.ndarray:
+        """Indices of the directions in the order they were fitted (unfitted ones left out)."""
+        times = self.fit_times(threshold)
+        fitted = np.flatnonzero(np.isfinite(times))
+        return fitted[np.argsort(times[fitted], kind="stable")]
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+class GradientFlow:
+    """Gradient flow of the deflation model ``T = sum_k w_k^{(x)l}/||w_k||^{l-2}`` towards ``target``.
+
+    Parameters
+    ----------
+    target : Target
+        The ground truth ``T*``; its order is the model's order ``l``.
+    lam : float
+        Weight-decay coefficient ``lambda >= 0`` of ``lam/2 ||W||_F^2``.
+
+    States ``W`` are ``d x m`` float64 arrays, one component per column; Fortran order is used
+    without a copy.
+    """
+
+    def __init__(self, target: Target, lam: float = 0.0):
+        if not isinstance(target, Target):
+            raise TypeError(f"target must be a tdflow.Target, got {type(target).__name__}")
+        self.target = target
+        self.lam = real_number(lam, "lam", minimum=0.0)
+        self._core = _core.DeflationFlow(target.U, target.a, target.order, self.lam)
+
+    @property
+    def order(self) -> int:
+        return self.target.order
+
+    def _state(self, W, name="W") -> np.ndarray:
+        W = real_array(W, name, 2, (self.target.dim, None))
+        if W.shape[1] < 1:
+            raise ValueError(f"{name} must have m >= 1 columns")
+        return W
+
+    def rhs(self, W) -> np.ndarray:
+        """``-grad L(W)`` (d x m)."""
+        return self._core.rhs(self._state(W))
+
+    def loss(self, W) -> float:
+        """``1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2``."""
+        return float(self._core.loss(self._state(W)))
+
+    def residual_norm(self, W) -> float:
+        """``||T - T*||_F``; never negative (rounding limits it to about ``sqrt(l eps) ||T*||_F``)."""
+        return float(self._core.residual_norm(self._state(W)))
+
+    def directional_residual(self, W) -> np.ndarray:
+        """``(T* - T)(u_i^{(x)l})`` for each target direction ``i``."""
+        return self._core.directional_residual(self._state(W))
+
+    def model(self, W) -> CPTensor:
+        """The model tensor ``T(W)`` as a :class:`CPTensor` (zero columns dropped)."""
+        W = self._state(W)
+        n = np.linalg.norm(W, axis=0)
+        keep = n > 0
+        return CPTensor(W[:, keep] / n[keep], n[keep] ** 2, self.order)
+
+    def integrate(
+        self,
+        W0,
+        t_span: Sequence[float] = (0.0, 1.0),
+        *,
+        method: str = "dopri5",
+        h: Optional[float] = None,
+        rtol: float = 1e-8,
+        atol: float = 0.0,
+        t_eval=None,
+        n_records: int = 501,
+        max_step: float = np.inf,
+        max_steps: int = 0,
+        save_norms: bool = False,
+        save_states: bool = False,
+        progress: Optional[bool] = None,
+    ) -> Trajectory:
+        """Integrate ``dW/dt = -grad L`` from ``W0`` over ``t_span = (t0, t1)``.
+
+        Parameters
+        ----------
+        method : {"dopri5", "rk4", "euler"}
+            Adaptive Dormand-Prince 5(4) (the default) with error control
+            ``||err_j|| <~ atol + rtol ||w_j||`` per column (``h``: first step, None = automatic),
+            or fixed-step classic RK4 / explicit Euler with step ``h`` (required; shortened where
+            needed so that every recording time is hit exactly).
+        t_eval : array, optional
+            Recording times inside ``t_span`` (default: ``n_records`` evenly spaced times).
+        max_steps : int
+            Step budget (0: none); when exhausted the trajectory returns with
+            ``status == "max-steps"``.
+        save_norms, save_states : bool
+            Also record the column norms (n, m) / the whole state (n, d, m) at each time.
+        progress : bool, optional
+            Show a progress bar; by default only when stderr is a terminal.
+
+        Returns
+        -------
+        Trajectory
+
+        Raises
+        ------
+        IntegrationError
+            A step gave NaN/Inf (or the adaptive step collapsed); ``err.trajectory`` keeps the
+            records so far and the last finite state.
+        KeyboardInterrupt
+            Re-raised with the partial trajectory as its ``trajectory`` attribute.
+        """
+        W0 = self._state(W0, "W0")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        t_span = real_array(t_span, "t_span", 1, (2,))
+        t0, t1 = float(t_span[0]), float(t_span[1])
+        if t1 < t0:
+            raise ValueError(f"t_span must have t1 >= t0, got {tuple(t_span)}")
+        if t_eval is None:
+            t_eval = np.linspace(t0, t1, positive_int(n_records, "n_records", minimum=2))
+        else:
+            t_eval = real_array(t_eval, "t_eval", 1)
+            if t_eval.size == 0 or t_eval[0] < t0 or t_eval[-1] > t1 or np.any(np.diff(t_eval) < 0):
+                raise ValueError("t_eval must be non-empty, non-decreasing and inside t_span")
+        if method == "dopri5":
+            step = np.nan if h is None else real_number(h, "h", minimum=0.0, strict=True)
+            real_number(rtol, "rtol", minimum=0.0)
+            real_number(atol, "atol", minimum=0.0)
+        else:
+            if h is None:
+                raise ValueError(f"method {method!r} needs a step h")
+            step = real_number(h, "h", minimum=0.0, strict=True)
+        max_steps = positive_int(max_steps, "max_steps", minimum=0)
+        max_step = float(max_step)
+
+        start = time.perf_counter()
+        with progress_bar(t0, t1, enabled=progress, desc=f"{method} d={W0.shape[0]} m={W0.shape[1]}") as update:
+            raw = self._core.integrate(
+                W0, t0, t_eval, method, step, float(rtol), float(atol), max_step, max_steps,
+                bool(save_norms), bool(save_states), update, 0.1,
+            )
+        traj = Trajectory(
+            t=raw["t"], loss=raw["loss"], residual_norm=raw["residual_norm"],
+            directional_residual=raw["directional_residual"], W=raw["W"],
+            a=np.array(self.target.a), status=raw["status"], t_final=raw["t_final"],
+            method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
+            n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
+            norms=raw.get("norms"), states=raw.get("states"),
+        )
+        error = raw["error"]
+        if error is not None:
+            try:
+                error.trajectory = traj
+            except AttributeError:
+                pass
+            raise error
+        if traj.status == "non-finite":
+            raise IntegrationError(
+                f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); "
+                "the trajectory holds the last finite state. Try a smaller step h.",
+                traj,
+            )
+        if traj.status == "step-too-small":
+            raise IntegrationError(
+                f"the adaptive step fell below the resolution of t at t = {traj.t_final:g}",
+                traj,
+            )
+        return traj

@@ -1,0 +1,26 @@
+"""Progress bars: shown on a terminal, silent otherwise (tqdm's own rule)."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Optional
+
+from tqdm.auto import tqdm
+
+
+@contextlib.contextmanager
+def progress_bar(t0: float, t1: float, *, enabled: Optional[bool] = None, desc: str = "") -> Iterator[Callable[[float], None]]:
+    """Yields ``update(t)`` that moves a bar over simulated time ``[t0, t1]``.
+
+    ``enabled=None`` shows the bar only when stderr is a terminal.
+    """
+    total = max(float(t1) - float(t0), 0.0)
+    bar = tqdm(total=total, desc=desc, unit="t", disable=False if enabled else (None if enabled is None else True),
+               leave=False, bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}]")
+    def update(t: float) -> None:
+        if not bar.disable:
+            bar.n = min(float(t) - float(t0), total)
+            bar.refresh()
+    try:
+        yield update
+    finally:
+        bar.close()

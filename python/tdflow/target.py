@@ -1,0 +1,124 @@
+"""Ground-truth tensors T* = sum_i a_i u_i^{(x)l} and weight spectra."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import generator, order_arg, positive_int, real_array, real_number
+from .cp import CPTensor
+
+
+def geometric_weights(r: int, ratio: float = 1.2, *, normalize: bool = True) -> np.ndarray:
+    """Weights with ``a_i / a_{i+1} = ratio``, largest first; ``sum a_i = 1`` when ``normalize``,
+    else ``a_1 = 1``."""
+    r = positive_int(r, "r")
+    ratio = real_number(ratio, "ratio", minimum=0.0, strict=True)
+    a = ratio ** -np.arange(r, dtype=float)
+    return a / a.sum() if normalize else a
+
+
+def power_law_weights(r: int, exponent: float = 1.0, *, normalize: bool = True) -> np.ndarray:
+    """Weights ``a_i ∝ i^{-exponent}`` (i = 1..r), largest first."""
+    r = positive_int(r, "r")
+    exponent = real_number(exponent, "exponent")
+    a = np.arange(1, r + 1, dtype=float) ** -exponent
+    return a / a.sum() if normalize else a
+
+
+def uniform_weights(r: int, *, normalize: bool = True) -> np.ndarray:
+    """Equal weights (``1/r`` each when ``normalize``, else 1)."""
+    r = positive_int(r, "r")
+    return np.full(r, 1.0 / r if normalize else 1.0)
+
+
+class Target:
+    """The ground truth ``T* = sum_i a_i u_i^{(x)l}``.
+
+    ``U`` is ``d x r`` with unit columns, ``a`` holds ``r`` non-negative weights. Build one with
+    :meth:`orthogonal` (the first r basis vectors: the fast path), :meth:`random_rotation`
+    (orthonormal, Haar-random) or :meth:`random_unit` (independent unit columns, not orthogonal).
+    """
+
+    def __init__(self, U, a, order: int = 4, *, normalize: bool = False):
+        """``normalize=True`` rescales ``a`` so that ``sum a_i = 1``."""
+        self.order = order_arg(order)
+        U = real_array(U, "U", 2)
+        d, r = U.shape
+        if d < 1 or r < 1:
+            raise ValueError(f"U must have d >= 1 rows and r >= 1 columns, got shape {U.shape}")
+        norms = np.linalg.norm(U, axis=0)
+        if np.any(np.abs(norms - 1.0) > 1e-8):
+            raise ValueError(
+                "the columns of U must have unit norm (got norms "
+                f"{np.array2string(norms, precision=4)}); divide U by np.linalg.norm(U, axis=0)"
+            )
+        a = real_array(a, "a", 1, (r,))
+        if np.any(a < 0):
+            raise ValueError("the weights a must be >= 0")
+        if normalize:
+            if a.sum() == 0:
+                raise ValueError("cannot normalize weights that are all zero")
+            a = a / a.sum()
+        self.U = U
+        self.a = a
+        self.U.flags.writeable = False
+        self.a.flags.writeable = False
+
+    @classmethod
+    def orthogonal(cls, d: int, a, order: int = 4, **kw) -> "Target":
+        """Components on the first ``r = len(a)`` standard basis vectors of R^d."""
+        d = positive_int(d, "d")
+        a = np.asarray(a, dtype=float)
+        if a.ndim != 1 or a.size > d:
+            raise ValueError(f"a must be 1-D with at most d = {d} weights, got shape {a.shape}")
+        return cls(np.eye(d)[:, : a.size], a, order, **kw)
+
+    @classmethod
+    def random_rotation(cls, d: int, a, rng, order: int = 4, **kw) -> "Target":
+        """Orthonormal components: the first ``r`` columns of a Haar-random rotation."""
+        d = positive_int(d, "d")
+        a = np.asarray(a, dtype=float)
+        if a.ndim != 1 or a.size > d:
+            raise ValueError(f"a must be 1-D with at most d = {d} weights, got shape {a.shape}")
+        Q, R = np.linalg.qr(generator(rng).standard_normal((d, d)))
+        Q *= np.sign(np.diag(R))  # sign fix makes Q Haar-distributed
+        return cls(Q[:, : a.size], a, order, **kw)
+
+    @classmethod
+    def random_unit(cls, d: int, a, rng, order: int = 4, **kw) -> "Target":
+        """Independent uniformly random unit components (not orthogonal)."""
+        d = positive_int(d, "d")
+        a = np.asarray(a, dtype=float)
+        if a.ndim != 1 or a.size < 1:
+            raise ValueError(f"a must be a non-empty 1-D array, got shape {a.shape}")
+        X = generator(rng).standard_normal((d, a.size))
+        return cls(X / np.linalg.norm(X, axis=0), a, order, **kw)
+
+    @property
+    def dim(self) -> int:
+        return self.U.shape[0]
+
+    @property
+    def rank(self) -> int:
+        return self.U.shape[1]
+
+    @property
+    def is_basis(self) -> bool:
+        """True when U is the first r standard basis vectors."""
+        return bool(np.array_equal(self.U, np.eye(self.dim)[:, : self.rank]))
+
+    @property
+    def is_orthogonal(self) -> bool:
+        return bool(np.allclose(self.U.T @ self.U, np.eye(self.rank), atol=1e-10))
+
+    @property
+    def tensor(self) -> CPTensor:
+        return CPTensor(self.U, self.a, self.order)
+
+    @property
+    def norm(self) -> float:
+        """``||T*||_F``."""
+        return self.tensor.norm()
+
+    def __repr__(self) -> str:
+        kind = "basis" if self.is_basis else ("orthogonal" if self.is_orthogonal else "general")
+        return f"Target(d={self.dim}, r={self.rank}, order={self.order}, {kind}, a={np.array2string(self.a, precision=3)})"

@@ -1,0 +1,29 @@
+"""Thread control for the OpenMP core. Results do not depend on the thread count."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from . import _core
+from ._checks import positive_int
+
+
+def get_num_threads() -> int:
+    """Number of OpenMP threads the C++ core uses (1 when built without OpenMP)."""
+    return int(_core.get_max_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of OpenMP threads for the whole process."""
+    _core.set_max_threads(positive_int(n, "n"))
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Context manager: run the enclosed block with ``n`` OpenMP threads."""
+    before = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(before)

@@ -1,0 +1,141 @@
+"""Steppers: convergence order, recording, failure handling, threads, interrupts."""
+import numpy as np
+import pytest
+
+import reference as ref
+import tdflow
+
+
+@pytest.fixture
+def small_problem(rng):
+    tgt = tdflow.Target.random_unit(4, [1.0, 0.7, 0.4], rng)
+    flow = tdflow.GradientFlow(tgt, lam=0.01)
+    W0 = 0.5 * rng.standard_normal((4, 3))
+    return flow, W0
+
+
+def final_state(flow, W0, method, h, t1=1.0):
+    return flow.integrate(W0, (0.0, t1), method=method, h=h, n_records=2).W
+
+
+@pytest.mark.parametrize("method,order", [("euler", 1), ("rk4", 4)])
+def test_convergence_order(small_problem, method, order):
+    flow, W0 = small_problem
+    exact = flow.integrate(W0, (0.0, 1.0), method="dopri5", rtol=1e-13, atol=1e-15, n_records=2).W
+    hs = [0.04, 0.02, 0.01]
+    errs = [np.abs(final_state(flow, W0, method, h) - exact).max() for h in hs]
+    slopes = np.diff(np.log(errs)) / np.diff(np.log(hs))
+    assert np.all(np.abs(slopes - order) < 0.3), (errs, slopes)
+
+
+@pytest.mark.parametrize("method,stepper", [("euler", ref.euler), ("rk4", ref.rk4)])
+def test_fixed_steps_match_reference(small_problem, method, stepper):
+    flow, W0 = small_problem
+    tgt = flow.target
+    expected = stepper(lambda W: ref.rhs(tgt.U, tgt.a, W, 4, 0.01), W0, 0.02, 50)
+    np.testing.assert_allclose(final_state(flow, W0, method, 0.02), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_recording_times_and_records(small_problem):
+    flow, W0 = small_problem
+    t_eval = np.array([0.0, 0.013, 0.5, 0.5, 1.0])
+    tr = flow.integrate(W0, (0, 1), method="rk4", h=0.1, t_eval=t_eval, save_norms=True, save_states=True)
+    np.testing.assert_array_equal(tr.t, t_eval)
+    assert tr.success and tr.t_final == 1.0
+    assert tr.states.shape == (5, 4, 3) and tr.norms.shape == (5, 3)
+    np.testing.assert_array_equal(tr.states[0], W0)
+    np.testing.assert_array_equal(tr.states[-1], tr.W)
+    np.testing.assert_allclose(tr.norms, np.linalg.norm(tr.states, axis=1), rtol=1e-14)
+    for k in range(5):
+        assert tr.loss[k] == pytest.approx(flow.loss(tr.states[k]), rel=1e-13)
+        np.testing.assert_allclose(tr.directional_residual[k], flow.directional_residual(tr.states[k]), rtol=1e-12, atol=1e-15)
+    # steps land on every recording time: 0.013 is reached by one short step
+    assert tr.n_steps == 1 + 5 + 5
+    # a state recorded mid-run equals a run that stops there
+    part = flow.integrate(W0, (0, 0.5), method="rk4", h=0.1, t_eval=[0.0, 0.013, 0.5])
+    np.testing.assert_array_equal(part.W, tr.states[2])
+
+
+def test_dopri5_dense_output(small_problem):
+    flow, W0 = small_problem
+    t_eval = np.linspace(0, 2, 41)
+    tr = flow.integrate(W0, (0, 2), method="dopri5", rtol=1e-10, t_eval=t_eval, save_states=True)
+    fine = flow.integrate(W0, (0, 2), method="rk4", h=1e-3, t_eval=t_eval, save_states=True)
+    # FSAL: 6 evaluations per attempted step, plus the first one and one to choose the first step
+    assert tr.n_rhs == 6 * (tr.n_steps + tr.n_rejected) + 2
+    assert tr.n_rhs < fine.n_rhs / 10
+    np.testing.assert_allclose(tr.states, fine.states, rtol=1e-7, atol=1e-9)
+
+
+def test_nonfinite_state_raises_and_keeps_last_finite_state():
+    flow = tdflow.GradientFlow(tdflow.Target.orthogonal(3, [1.0]))
+    W0 = np.array([[3.0], [0.0], [0.0]])
+    with pytest.raises(tdflow.IntegrationError, match=r"NaN/Inf after t = 5 ") as info:
+        flow.integrate(W0, (0, 50), method="euler", h=1.0, t_eval=np.arange(51.0))
+    tr = info.value.trajectory
+    assert tr.status == "non-finite" and tr.t_final == 5.0
+    assert np.all(np.isfinite(tr.W)) and abs(tr.W[0, 0]) > 1e100
+    np.testing.assert_array_equal(tr.t, np.arange(6.0))
+
+
+def test_max_steps_returns_partial_result(small_problem):
+    flow, W0 = small_problem
+    tr = flow.integrate(W0, (0, 1), method="rk4", h=0.01, max_steps=30, n_records=2)
+    assert tr.status == "max-steps" and not tr.success
+    assert tr.n_steps == 30 and tr.t_final == pytest.approx(0.3)
+    assert tr.t[-1] <= tr.t_final
+
+
+def test_progress_callback_error_is_raised_with_partial_trajectory(small_problem, monkeypatch):
+    flow, W0 = small_problem
+
+    class Boom(Exception):
+        pass
+
+    calls = []
+
+    def update(t):
+        calls.append(t)
+        if len(calls) >= 2:
+            raise Boom("stop here")
+
+    # run with a callback that fails on its 2nd call; the interval 0 calls it after every step
+    raw = flow._core.integrate(W0, 0.0, np.linspace(0, 1, 11), "rk4", 0.01, 1e-8, 0.0, np.inf, 0,
+                               False, False, update, 0.0)
+    assert raw["status"] == "stopped" and isinstance(raw["error"], Boom)
+    assert raw["t_final"] == pytest.approx(0.02)
+
+
+def test_integrate_validation(small_problem):
+    flow, W0 = small_problem
+    with pytest.raises(ValueError, match="method must be one of"):
+        flow.integrate(W0, (0, 1), method="rk45")
+    with pytest.raises(ValueError, match="h must be > 0"):
+        flow.integrate(W0, (0, 1), method="rk4", h=0.0)
+    with pytest.raises(ValueError, match="needs a step h"):
+        flow.integrate(W0, (0, 1), method="euler", h=None)
+    with pytest.raises(ValueError, match="t1 >= t0"):
+        flow.integrate(W0, (1, 0), method="rk4", h=0.1)
+    with pytest.raises(ValueError, match="inside t_span"):
+        flow.integrate(W0, (0, 1), t_eval=[0.5, 2.0], method="rk4", h=0.1)
+    with pytest.raises(ValueError, match="W0 must have shape"):
+        flow.integrate(np.ones((5, 2)), (0, 1))
+    with pytest.raises(ValueError, match="rtol must be >= 0"):
+        flow.integrate(W0, (0, 1), method="dopri5", rtol=-1.0)
+
+
+@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+def test_one_and_two_threads_agree_bitwise(rng, method):
+    # large enough for several column blocks and the parallel path
+    tgt = tdflow.Target.random_rotation(12, tdflow.geometric_weights(4), rng)
+    flow = tdflow.GradientFlow(tgt, lam=1e-3)
+    W0 = tdflow.sphere(12, 700, 0.05, 3)
+    runs = []
+    for n in (1, 2):
+        with tdflow.num_threads(n):
+            assert tdflow.get_num_threads() == n
+            runs.append(flow.integrate(W0, (0, 2), method=method, h=0.05, n_records=5))
+            runs.append(flow.rhs(W0))
+    np.testing.assert_array_equal(runs[0].W, runs[2].W)
+    np.testing.assert_array_equal(runs[0].loss, runs[2].loss)
+    np.testing.assert_array_equal(runs[1], runs[3])
