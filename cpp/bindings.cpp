@@ -172,57 +172,19 @@ const char* status_name(Status s) {
   return "unknown";
 }
 
-struct PyDeflationFlow {
-  DeflationFlow flow;
+// Validated stepping options and recording times shared by integrate and integrate_batch.
+struct RunArgs {
+  Method method;
+  double t0;
+  std::vector<double> t_eval;
+  StepOptions opt;
+  bool save_norms, save_states;
 
-  static DeflationFlow make(py::handle U, py::handle a, int order, double lam) {
-    check_order(order);
-    FArray u = as_real_array(U, "U", 2);
-    if (u.shape(0) < 1 || u.shape(1) < 1)
-      throw py::value_error("U must have d >= 1 rows and r >= 1 columns, got " + shape_str(u));
-    FArray av = as_real_array(a, "a", 1, u.shape(1));
-    if (!std::isfinite(lam) || lam < 0) throw py::value_error("lam must be finite and >= 0");
-    return DeflationFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam);
-  }
-
-  PyDeflationFlow(py::handle U, py::handle a, int order, double lam) : flow(make(U, a, order, lam)) {}
-
-  Mat state(py::handle W) const {
-    FArray w = as_real_array(W, "W", 2, flow.dim());
-    if (w.shape(1) < 1) throw py::value_error("W must have m >= 1 columns");
-    return Mat(mat_of(w));
-  }
-
-  Mat rhs(py::handle W) {
-    Mat w = state(W), dW;
-    py::gil_scoped_release release;
-    flow.rhs(w, dW);
-    return dW;
-  }
-  double loss(py::handle W) {
-    Mat w = state(W);
-    py::gil_scoped_release release;
-    return flow.loss(w);
-  }
-  double residual_norm(py::handle W) {
-    Mat w = state(W);
-    py::gil_scoped_release release;
-    return flow.residual_norm(w);
-  }
-  Vec directional_residual(py::handle W) {
-    Mat w = state(W);
-    py::gil_scoped_release release;
-    return flow.directional_residual(w);
-  }
-
-  py::dict integrate(py::handle W0, double t0, py::handle t_eval_obj, const std::string& method_name,
-                     double h, double rtol, double atol, double h_max, long max_steps,
-                     bool save_norms, bool save_states, std::optional<py::function> progress,
-                     double progress_interval) {
-    Mat W = state(W0);
-    const Method method = parse_method(method_name);
+  RunArgs(double t0_, py::handle t_eval_obj, const std::string& method_name, double h,
+          double rtol, double atol, double h_max, long max_steps, bool norms, bool states)
+      : method(parse_method(method_name)), t0(t0_), save_norms(norms), save_states(states) {
     FArray te = as_real_array(t_eval_obj, "t_eval", 1);
-    std::vector<double> t_eval(te.data(), te.data() + te.shape(0));
+    t_eval.assign(te.data(), te.data() + te.shape(0));
     if (!std::isfinite(t0)) throw py::value_error("t0 must be finite");
     if (t_eval.empty()) throw py::value_error("t_eval must not be empty");
     for (size_t i = 0; i < t_eval.size(); ++i) {
@@ -231,65 +193,172 @@ struct PyDeflationFlow {
     }
     if (method != Method::Dopri5 && !(h > 0 && std::isfinite(h)))
       throw py::value_error("h must be finite and > 0 for a fixed-step method");
-    if (method == Method::Dopri5) {
-      if (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0))
-        throw py::value_error("rtol and atol must be >= 0 and not both 0");
-    }
+    if (method == Method::Dopri5 && (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0)))
+      throw py::value_error("rtol and atol must be >= 0 and not both 0");
     if (!(h_max > 0)) throw py::value_error("h_max must be > 0");
     if (max_steps < 0) throw py::value_error("max_steps must be >= 0");
-
-    StepOptions opt;
     opt.h = method == Method::Dopri5 ? (std::isfinite(h) ? h : 0.0) : h;
     opt.rtol = rtol;
     opt.atol = atol;
     opt.h_max = h_max;
     opt.max_steps = max_steps;
+  }
+};
 
-    const Index r = flow.target().rank(), d = W.rows(), m = W.cols();
-    std::vector<double> ts, losses, rnorms, dirs, norms, states;
-    auto observe = [&](double t, const Mat& Wt) {
-      ts.push_back(t);
-      const double rn2 = flow.residual_norm_squared(Wt);
-      rnorms.push_back(std::sqrt(rn2));
-      losses.push_back(0.5 * rn2 + 0.5 * flow.lam() * Wt.squaredNorm());
-      const Vec dr = flow.directional_residual(Wt);
-      dirs.insert(dirs.end(), dr.data(), dr.data() + r);
-      if (save_norms) {
-        const Vec n = Wt.colwise().norm().transpose();
-        norms.insert(norms.end(), n.data(), n.data() + m);
-      }
-      if (save_states) states.insert(states.end(), Wt.data(), Wt.data() + d * m);
-    };
-    Ticker ticker(std::move(progress), progress_interval);
-    Outcome res;
-    {
-      py::gil_scoped_release release;
-      res = tdflow::integrate(flow, method, W, t0, t_eval, opt, observe,
-                              [&](double t) { return ticker(t); });
+// What one run records at each requested time (filled without the GIL).
+struct Records {
+  std::vector<double> ts, losses, rnorms, dirs, norms, states;
+  Outcome outcome;
+  std::string error;  // a C++ exception from a batch member
+
+  void observe(DeflationFlow& flow, const RunArgs& args, double t, const Mat& W) {
+    ts.push_back(t);
+    const double rn2 = flow.residual_norm_squared(W);
+    rnorms.push_back(std::sqrt(rn2));
+    losses.push_back(0.5 * rn2 + 0.5 * flow.lam() * W.squaredNorm());
+    const Vec dr = flow.directional_residual(W);
+    dirs.insert(dirs.end(), dr.data(), dr.data() + dr.size());
+    if (args.save_norms) {
+      const Vec n = W.colwise().norm().transpose();
+      norms.insert(norms.end(), n.data(), n.data() + n.size());
     }
-    if (res.status == Status::Finished) ticker.call(res.t);  // final progress update
+    if (args.save_states) states.insert(states.end(), W.data(), W.data() + W.size());
+  }
 
-    const py::ssize_t n = static_cast<py::ssize_t>(ts.size());
+  py::dict to_dict(const RunArgs& args, const Mat& W, py::ssize_t r) const {
+    const py::ssize_t n = static_cast<py::ssize_t>(ts.size()), d = W.rows(), m = W.cols();
     py::dict out;
     out["t"] = py::array_t<double>(n, ts.data());
     out["loss"] = py::array_t<double>(n, losses.data());
     out["residual_norm"] = py::array_t<double>(n, rnorms.data());
-    out["directional_residual"] =
-        py::array_t<double>({n, static_cast<py::ssize_t>(r)}, dirs.data());
-    if (save_norms) out["norms"] = py::array_t<double>({n, static_cast<py::ssize_t>(m)}, norms.data());
-    if (save_states) {
-      // stored column-major per snapshot: shape (n, m, d) in C order == (n, d, m) transposed
-      py::array_t<double> s({n, static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(d)},
-                            states.data());
+    out["directional_residual"] = py::array_t<double>({n, r}, dirs.data());
+    if (args.save_norms) out["norms"] = py::array_t<double>({n, m}, norms.data());
+    if (args.save_states) {
+      // each snapshot is column-major d x m, i.e. C-order m x d: transpose the last two axes
+      py::array_t<double> s({n, m, d}, states.data());
       out["states"] = s.attr("transpose")(0, 2, 1);
     }
     out["W"] = W;
-    out["status"] = status_name(res.status);
-    out["t_final"] = res.t;
-    out["n_steps"] = res.steps;
-    out["n_rhs"] = res.rhs_evals;
-    out["n_rejected"] = res.rejected;
+    out["status"] = status_name(outcome.status);
+    out["t_final"] = outcome.t;
+    out["n_steps"] = outcome.steps;
+    out["n_rhs"] = outcome.rhs_evals;
+    out["n_rejected"] = outcome.rejected;
+    return out;
+  }
+};
+
+struct PyDeflationFlow {
+  DeflationFlow flow;
+
+  static DeflationFlow make(py::handle U, py::handle a, int order, double lam, double active_tol) {
+    check_order(order);
+    FArray u = as_real_array(U, "U", 2);
+    if (u.shape(0) < 1 || u.shape(1) < 1)
+      throw py::value_error("U must have d >= 1 rows and r >= 1 columns, got " + shape_str(u));
+    FArray av = as_real_array(a, "a", 1, u.shape(1));
+    if (!std::isfinite(lam) || lam < 0) throw py::value_error("lam must be finite and >= 0");
+    if (!std::isfinite(active_tol) || active_tol < 0)
+      throw py::value_error("active_tol must be finite and >= 0");
+    return DeflationFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam, active_tol);
+  }
+
+  PyDeflationFlow(py::handle U, py::handle a, int order, double lam, double active_tol)
+      : flow(make(U, a, order, lam, active_tol)) {}
+
+
+  // A validated view of W (no copy when it is float64 and Fortran-ordered).
+  FArray view(py::handle W, const char* name = "W") const {
+    FArray w = as_real_array(W, name, 2, flow.dim());
+    if (w.shape(1) < 1) throw py::value_error(std::string(name) + " must have m >= 1 columns");
+    return w;
+  }
+
+  Mat state(py::handle W, const char* name = "W") const { return Mat(mat_of(view(W, name))); }
+
+  Mat rhs(py::handle W) {
+    FArray w = view(W);
+    Mat dW;
+    py::gil_scoped_release release;
+    flow.rhs(mat_of(w), dW);
+    return dW;
+  }
+  double loss(py::handle W) {
+    FArray w = view(W);
+    py::gil_scoped_release release;
+    return flow.loss(mat_of(w));
+  }
+  double residual_norm(py::handle W) {
+    FArray w = view(W);
+    py::gil_scoped_release release;
+    return flow.residual_norm(mat_of(w));
+  }
+  Vec directional_residual(py::handle W) {
+    FArray w = view(W);
+    py::gil_scoped_release release;
+    return flow.directional_residual(mat_of(w));
+  }
+
+  py::dict integrate(py::handle W0, double t0, py::handle t_eval, const std::string& method,
+                     double h, double rtol, double atol, double h_max, long max_steps,
+                     bool save_norms, bool save_states, std::optional<py::function> progress,
+                     double progress_interval) {
+    Mat W = state(W0, "W0");
+    const RunArgs args(t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms, save_states);
+    Records rec;
+    Ticker ticker(std::move(progress), progress_interval);
+    {
+      py::gil_scoped_release release;
+      rec.outcome = tdflow::integrate(
+          flow, args.method, W, args.t0, args.t_eval, args.opt,
+          [&](double t, const Mat& Wt) { rec.observe(flow, args, t, Wt); },
+          [&](double t) { return ticker(t); });
+    }
+    if (rec.outcome.status == Status::Finished) ticker.call(rec.outcome.t);  // final update
+    py::dict out = rec.to_dict(args, W, flow.target().rank());
     out["error"] = ticker.error();
+    return out;
+  }
+
+  // Independent replicas (one d x m initial state each, W0s of shape (n, d, m)), run in parallel
+  // over replicas, each one serially: for problems too small to split one right-hand side.
+  py::list integrate_batch(py::handle W0s_obj, double t0, py::handle t_eval,
+                           const std::string& method, double h, double rtol, double atol,
+                           double h_max, long max_steps, bool save_norms, bool save_states) {
+    py::array W0s = py::array::ensure(W0s_obj);
+    if (!W0s || W0s.ndim() != 3)
+      throw py::value_error("W0s must be a 3-D array (replicas, d, m)");
+    const py::ssize_t n = W0s.shape(0);
+    std::vector<Mat> Ws;
+    Ws.reserve(n);
+    for (py::ssize_t i = 0; i < n; ++i) Ws.push_back(state(W0s[py::int_(i)], "W0s[i]"));
+    const RunArgs args(t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms, save_states);
+    std::vector<Records> recs(n);
+    {
+      py::gil_scoped_release release;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+#endif
+      for (py::ssize_t i = 0; i < n; ++i) {
+        try {
+          DeflationFlow local(flow);  // own workspace per replica
+          recs[i].outcome = tdflow::integrate(
+              local, args.method, Ws[i], args.t0, args.t_eval, args.opt,
+              [&](double t, const Mat& Wt) { recs[i].observe(local, args, t, Wt); },
+              [](double) { return false; });
+        } catch (const std::exception& e) {
+          recs[i].error = e.what();
+          recs[i].outcome.status = Status::Stopped;
+        }
+      }
+    }
+    py::list out;
+    for (py::ssize_t i = 0; i < n; ++i) {
+      if (!recs[i].error.empty()) throw std::runtime_error("replica " + std::to_string(i) + ": " + recs[i].error);
+      py::dict dct = recs[i].to_dict(args, Ws[i], flow.target().rank());
+      dct["error"] = py::none();
+      out.append(dct);
+    }
     return out;
   }
 };
@@ -319,8 +388,11 @@ PYBIND11_MODULE(_core, mod) {
           py::arg("order"), "<T1, T2> = sum c1_i c2_j <z1_i, z2_j>^l.");
 
   py::class_<PyDeflationFlow>(mod, "DeflationFlow")
-      .def(py::init<py::handle, py::handle, int, double>(), py::arg("U"), py::arg("a"),
-           py::arg("order"), py::arg("lam"))
+      .def(py::init<py::handle, py::handle, int, double, double>(), py::arg("U"), py::arg("a"),
+           py::arg("order"), py::arg("lam"), py::arg("active_tol") = 0.0)
+      .def_property_readonly("active_tol", [](const PyDeflationFlow& f) { return f.flow.active_tol(); })
+      .def_property_readonly("n_active", [](const PyDeflationFlow& f) { return f.flow.n_active(); },
+                             "columns in the residual at the last evaluation")
       .def_property_readonly("order", [](const PyDeflationFlow& f) { return f.flow.order(); })
       .def_property_readonly("lam", [](const PyDeflationFlow& f) { return f.flow.lam(); })
       .def_property_readonly("basis_target",
@@ -332,5 +404,8 @@ PYBIND11_MODULE(_core, mod) {
       .def("integrate", &PyDeflationFlow::integrate, py::arg("W0"), py::arg("t0"),
            py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
            py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"),
-           py::arg("save_states"), py::arg("progress"), py::arg("progress_interval"));
+           py::arg("save_states"), py::arg("progress"), py::arg("progress_interval"))
+      .def("integrate_batch", &PyDeflationFlow::integrate_batch, py::arg("W0s"), py::arg("t0"),
+           py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
+           py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"));
 }

@@ -24,3 +24,9 @@ def progress_bar(t0: float, t1: float, *, enabled: Optional[bool] = None, desc: 
         yield update
     finally:
         bar.close()
+
+
+def tqdm_replicas(n: int, enabled: Optional[bool] = None):
+    """A bar over ``n`` replicas (a context manager with ``update(k)``)."""
+    return tqdm(total=n, desc="replicas", unit="run", leave=False,
+                disable=False if enabled else (None if enabled is None else True))

@@ -12,8 +12,10 @@
 #include <Eigen/Dense>
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cp_tensor.hpp"
 #include "threads.hpp"
@@ -21,15 +23,15 @@
 namespace tdflow {
 
 // Column norms and unit directions; a column too small for norm() to see is rescaled first.
-inline void normalize_columns(const Mat& W, Mat& Wbar, Vec& norms) {
+inline void normalize_columns(const Eigen::Ref<const Mat>& W, Mat& Wbar, Vec& norms) {
   const Index d = W.rows(), m = W.cols();
   Wbar.resize(d, m);
   norms.resize(m);
   parallel_blocks(detail::n_col_blocks(m), 2.0 * d * m, [&](Index b) {
     const Index j0 = b * kColBlock, j1 = std::min(m, j0 + kColBlock);
     for (Index j = j0; j < j1; ++j) {
-      double n = W.col(j).norm();
-      if (n < 1e-150) n = W.col(j).stableNorm();
+      double n = std::sqrt(W.col(j).squaredNorm());
+      if (n < 1e-150) n = W.col(j).stableNorm();  // squares underflow
       norms[j] = n;
       if (n > 0) {
         Wbar.col(j) = W.col(j) / n;
@@ -57,12 +59,70 @@ struct Target {
   Part part() const { return Part(U, a, basis); }
 };
 
+// Columns left out of the residual: the smallest ones, as long as the sum of their squared
+// norms stays <= budget. Column k adds ||w_k||^2 wbar_k^{(x)l} to T, of Frobenius norm
+// ||w_k||^2, so leaving them out moves T by at most the budget. Columns are bucketed by the
+// binary exponent of ||w_k||^2 and whole buckets are dropped, smallest first: O(m), deterministic,
+// and within a factor 2 of the exact greedy choice.
+class ActiveSet {
+ public:
+  const std::vector<Index>& select(const Vec& norms, double budget) {
+    const Index m = norms.size();
+    active_.clear();
+    double total = 0.0, smallest = std::numeric_limits<double>::infinity();
+    for (Index j = 0; j < m; ++j) {
+      const double n2 = norms[j] * norms[j];
+      total += n2;
+      smallest = std::min(smallest, n2);
+    }
+    if (!(budget > 0) || smallest > budget) {  // nothing can be left out
+      for (Index j = 0; j < m; ++j) active_.push_back(j);
+      return active_;
+    }
+    if (total <= budget) return active_;  // everything can
+    bucket_sum_.assign(kBuckets, 0.0);
+    bucket_.resize(m);
+    for (Index j = 0; j < m; ++j) {
+      const double n2 = norms[j] * norms[j];
+      int e = kMinExp;
+      if (n2 > 0) std::frexp(n2, &e);
+      e = std::min(std::max(e, kMinExp), kMinExp + kBuckets - 1);
+      bucket_[j] = e - kMinExp;
+      bucket_sum_[bucket_[j]] += n2;
+    }
+    double dropped = 0.0;
+    int cut = 0;  // buckets below `cut` are dropped
+    while (cut < kBuckets && dropped + bucket_sum_[cut] <= budget) dropped += bucket_sum_[cut++];
+    for (Index j = 0; j < m; ++j)
+      if (bucket_[j] >= cut) active_.push_back(j);
+    return active_;
+  }
+
+ private:
+  static constexpr int kMinExp = -1100, kBuckets = 2200;  // frexp exponents of squared norms
+  std::vector<Index> active_;
+  std::vector<double> bucket_sum_;
+  std::vector<int> bucket_;
+};
+
 class DeflationFlow {
  public:
-  DeflationFlow(Target target, double lam) : target_(std::move(target)), lam_(lam) {
+  // active_tol: the residual leaves out columns whose summed squared norms stay below
+  // active_tol * ||T*||_F (see select_active); 0 evaluates it exactly.
+  DeflationFlow(Target target, double lam, double active_tol = 0.0)
+      : target_(std::move(target)), lam_(lam), active_tol_(active_tol) {
     if (!(lam_ >= 0) || !std::isfinite(lam_))
       throw std::invalid_argument("lam must be finite and >= 0");
+    if (!(active_tol_ >= 0) || !std::isfinite(active_tol_))
+      throw std::invalid_argument("active_tol must be finite and >= 0");
+    Parts t{target_.part()};
+    target_norm_ = std::sqrt(norm_squared(t, target_.order));
   }
+
+  double active_tol() const { return active_tol_; }
+  double target_norm() const { return target_norm_; }
+  // number of columns in the residual at the last evaluation
+  Index n_active() const { return n_active_; }
 
   const Target& target() const { return target_; }
   int order() const { return target_.order; }
@@ -70,7 +130,7 @@ class DeflationFlow {
   Index dim() const { return target_.dim(); }
 
   // dW = -grad L(W)
-  void rhs(const Mat& W, Mat& dW) {
+  void rhs(const Eigen::Ref<const Mat>& W, Mat& dW) {
     prepare(W);
     const int l = order();
     contract(residual_parts(), Wbar_, l - 1, P_);
@@ -86,19 +146,19 @@ class DeflationFlow {
   }
 
   // ||T* - T||_F^2, clamped at 0 (see norm_squared)
-  double residual_norm_squared(const Mat& W) {
+  double residual_norm_squared(const Eigen::Ref<const Mat>& W) {
     prepare(W);
     return norm_squared(residual_parts(), order());
   }
 
-  double residual_norm(const Mat& W) { return std::sqrt(residual_norm_squared(W)); }
+  double residual_norm(const Eigen::Ref<const Mat>& W) { return std::sqrt(residual_norm_squared(W)); }
 
-  double loss(const Mat& W) {
+  double loss(const Eigen::Ref<const Mat>& W) {
     return 0.5 * residual_norm_squared(W) + 0.5 * lam_ * W.squaredNorm();
   }
 
   // (T* - T)(u_i^{(x)l}) for every target direction i
-  Vec directional_residual(const Mat& W) {
+  Vec directional_residual(const Eigen::Ref<const Mat>& W) {
     prepare(W);
     Vec out;
     if (target_.basis) {
@@ -111,24 +171,43 @@ class DeflationFlow {
   }
 
  private:
-  void prepare(const Mat& W) {
+  void prepare(const Eigen::Ref<const Mat>& W) {
     if (W.rows() != dim())
       throw std::invalid_argument("W must have d = " + std::to_string(dim()) + " rows");
     normalize_columns(W, Wbar_, norms_);
-    coef_ = -norms_.array().square();
+    const std::vector<Index>& active = active_set_.select(norms_, active_tol_ * target_norm_);
+    const Index m = W.cols(), a = static_cast<Index>(active.size());
+    n_active_ = a;
+    coef_.resize(a);
+    if (a == m) {
+      coef_ = -norms_.array().square();
+      return;
+    }
+    Wact_.resize(W.rows(), a);
+    for (Index k = 0; k < a; ++k) {
+      Wact_.col(k) = Wbar_.col(active[k]);
+      coef_[k] = -norms_[active[k]] * norms_[active[k]];
+    }
   }
 
   Parts residual_parts() const {
     Parts parts;
     parts.push_back(target_.part());
-    parts.emplace_back(Wbar_, coef_);
+    const Index a = coef_.size();
+    if (a == Wbar_.cols()) {
+      parts.emplace_back(Wbar_, coef_);
+    } else if (a > 0) {
+      parts.emplace_back(Wact_.data(), Wact_.rows(), a, coef_.data());
+    }
     return parts;
   }
 
   Target target_;
-  double lam_;
-  Mat Wbar_, P_;
+  double lam_, active_tol_, target_norm_ = 0.0;
+  Mat Wbar_, Wact_, P_;
   Vec norms_, coef_;
+  ActiveSet active_set_;
+  Index n_active_ = 0;
 };
 
 }  // namespace tdflow
