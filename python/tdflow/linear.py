@@ -175,6 +175,10 @@ class DeepLinearFlow:
     column l holds the column-major entries of ``W_l`` followed by zeros,
     ``P = max_l n_{l-1} n_l``. One column per layer lets the adaptive stepper control each layer's
     error relative to that layer's own norm.
+
+    Attributes: ``dims = (n_0, ..., n_L)``, ``depth`` (L), ``regression``, ``X``, ``Y``, and
+    ``mu``, ``K``: the strong-convexity and smoothness constants of f (1 and 1 for the
+    factorisation; ``lambda_min(X^T X)``, ``lambda_max(X^T X)`` for the regression).
     """
 
     def __init__(self, Y, hidden: Sequence[int] = (), *, X=None):
