@@ -14,6 +14,7 @@ except ImportError as err:  # pragma: no cover - only when the extension is miss
 
 from .cp import CPTensor
 from .flow import GradientFlow, IntegrationError, Trajectory
+from .linear import DeepLinearFlow, LinearTrajectory, RateBound
 from .sampling import sphere
 from .target import Target, geometric_weights, power_law_weights, uniform_weights
 from .threads import get_num_threads, num_threads, set_num_threads
@@ -22,8 +23,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CPTensor",
+    "DeepLinearFlow",
     "GradientFlow",
     "IntegrationError",
+    "LinearTrajectory",
+    "RateBound",
     "Target",
     "Trajectory",
     "geometric_weights",

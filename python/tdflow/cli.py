@@ -31,6 +31,22 @@ def _fig1(args) -> int:
     return 0
 
 
+def _linear(args) -> int:
+    from .linear_examples import plot_linear_comparison, run_linear_comparison
+
+    out = Path(args.out)
+    result = run_linear_comparison(rng=args.seed, rtol=args.rtol, rk4_h=args.rk4_h,
+                                   progress=False if args.quiet else None)
+    print(result.summary())
+    npz = result.save(out / "linear.npz")
+    print(f"arrays: {npz}")
+    if not args.no_plot:
+        png = out / "linear.png"
+        plot_linear_comparison(result, png)
+        print(f"figure: {png}")
+    return 0 if result.holds() else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_fig1)
+
+    p = sub.add_parser("linear", help="deep linear models: convergence-rate bounds against observed rates",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="linear", help="output folder for linear.png and linear.npz")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random matrix/regression cases")
+    p.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (dopri5)")
+    p.add_argument("--rk4-h", type=float, default=0.002, help="step of the RK4 runs")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_linear)
     return parser
 
 

@@ -1,0 +1,509 @@
+"""Gradient flow on deep linear models ``L(W_1, ..., W_L) = f(W_1 W_2 ... W_L)``.
+
+Conventions
+-----------
+Layer ``W_l`` is ``n_{l-1} x n_l`` and the end-to-end matrix is ``W = W_1 W_2 ... W_L``
+(``n_0 x n_L``). Two losses are supported:
+
+* matrix factorisation ``f(W) = 1/2 ||Y - W||_F^2`` (``Y`` is ``n_0 x n_L``; ``mu = K = 1``);
+* linear regression ``f(W) = 1/2 ||Y - X W||_F^2`` (``X`` is ``N x n_0``, ``Y`` is ``N x n_L``;
+  ``mu`` and ``K`` are the extreme eigenvalues of ``X^T X``).
+
+With ``A_l = W_1 ... W_{l-1}``, ``B_l = W_{l+1} ... W_L`` and ``G = grad f(W)``, gradient flow is
+``dW_l/dt = -A_l^T G B_l^T``, and the **imbalances**
+
+    D_l = W_l^T W_l - W_{l+1} W_{l+1}^T        (n_l x n_l, l = 1, ..., L-1)
+
+are conserved exactly (differentiate: both terms have derivative ``-B_l G^T A_{l+1} - A_{l+1}^T G B_l^T``).
+This is the transpose convention of Min, Tarmoun, Vidal, Mallada for ``W = U V^T``
+(``W_1 = U``, ``W_2 = V^T``, ``D = U^T U - V^T V``).
+
+Along the flow ``d/dt (L - f*) = -||grad L||^2 = -<G, T_W(G)>`` with the positive semidefinite
+operator ``T_W(E) = sum_l A_l A_l^T E B_l^T B_l``; ``f`` is mu-strongly convex, hence
+``||G||^2 >= 2 mu (f - f*)`` (Polyak-Lojasiewicz), and therefore
+
+    -d/dt log(L - f*)  >=  2 mu lambda_min(T_W(t)).
+
+:meth:`DeepLinearFlow.rate_bound` lower-bounds ``lambda_min(T_W(t))`` uniformly in time from
+the conserved imbalance and the margin of the initialisation (see its docstring for the exact
+statements); ``2 mu`` times that number bounds the exponential decay rate of the loss gap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from . import _core
+from ._checks import generator, positive_int, real_array, real_number
+from .flow import METHODS, IntegrationError
+from .progress import progress_bar
+
+__all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]
+
+
+def _singular_value(W: np.ndarray, k: int) -> float:
+    """The k-th largest singular value (1-based) of W, 0 when k exceeds min(W.shape)."""
+    if k > min(W.shape):
+        return 0.0
+    return float(np.linalg.svd(W, compute_uv=False)[k - 1])
+
+
+@dataclasses.dataclass
+class RateBound:
+    """A lower bound on the exponential decay rate of the loss gap ``L(t) - f*``.
+
+    ``rate = 2 * mu * alpha``: for every t along the flow,
+    ``-d/dt log(L(t) - f*) >= rate``, hence ``L(t) - f* <= exp(-rate t) (L(0) - f*)``.
+    ``alpha`` lower-bounds ``lambda_min(T_W(t))``; ``margin`` lower-bounds the relevant singular
+    value(s) of ``W(t)`` (``|w(t)|`` for scalars) over the whole trajectory; ``imbalance`` holds
+    the conserved quantities the bound uses; ``kind`` names the statement applied.
+    """
+
+    rate: float
+    alpha: float
+    mu: float
+    K: float
+    margin: float
+    kind: str
+    imbalance: dict
+    formula: str
+
+
+@dataclasses.dataclass
+class LinearTrajectory:
+    """What one integration of a deep linear model recorded.
+
+    ``t`` (n,), ``loss`` (n,) = ``f(W(t))``, ``gap`` (n,) = ``f(W(t)) - f*`` (computed without
+    cancellation), ``grad_norm_sq`` (n,) = ``||grad L||^2 = -dL/dt``; ``products`` (n, n_0, n_L)
+    the end-to-end matrix ``W(t)``; ``imbalances`` a list of L-1 arrays (n, n_l, n_l) with
+    ``D_l(t)``; ``states`` (n, P, L) the packed parameters when asked for; ``layers`` the final
+    layers (at ``t_final``). ``imbalance_scale`` (L-1,) is
+    ``||W_l^T W_l||_F + ||W_{l+1} W_{l+1}^T||_F`` at the start, the size rounding is relative to.
+    """
+
+    t: np.ndarray
+    loss: np.ndarray
+    gap: np.ndarray
+    grad_norm_sq: np.ndarray
+    layers: List[np.ndarray]
+    f_star: float
+    imbalance_scale: np.ndarray
+    products: Optional[np.ndarray] = None
+    imbalances: Optional[List[np.ndarray]] = None
+    states: Optional[np.ndarray] = None
+    status: str = "finished"
+    t_final: float = 0.0
+    method: str = "dopri5"
+    n_steps: int = 0
+    n_rhs: int = 0
+    n_rejected: int = 0
+    wall_time: float = 0.0
+
+    @property
+    def success(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def rate(self) -> np.ndarray:
+        """Instantaneous decay rate ``-d/dt log(L - f*) = ||grad L||^2 / (L - f*)`` at each record,
+        evaluated exactly from the state (no finite differences); NaN where the gap is 0."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.gap > 0, self.grad_norm_sq / np.where(self.gap > 0, self.gap, 1.0), np.nan)
+
+    def _resolved(self, floor: float) -> np.ndarray:
+        floor = real_number(floor, "floor", minimum=0.0)
+        return (self.gap > floor * self.gap[0]) & (self.gap > 0)
+
+    def observed_rate(self, kind: str = "min", floor: float = 1e-10) -> float:
+        """The observed exponential decay rate of the loss gap.
+
+        Only records whose gap exceeds ``floor * gap[0]`` are used (below that the gap is
+        dominated by rounding of the residual). ``kind``:
+
+        * ``"min"``: the minimum over those records of the instantaneous rate
+          ``||grad L||^2 / (L - f*)``. This is the quantity the rate bounds bound from below at
+          every instant, so ``observed_rate("min") >= bound.rate`` is the sharp comparison.
+        * ``"secant"``: ``log(gap(0)/gap(t_k)) / (t_k - t_0)`` at the last resolved record
+          ``t_k`` (the average rate; also ``>= bound.rate``).
+        * ``"final"``: the instantaneous rate at the last resolved record (the asymptotic rate).
+        """
+        ok = self._resolved(floor)
+        if not ok.any():
+            raise ValueError("no record has a gap above floor * gap[0]")
+        if kind == "min":
+            return float(np.min(self.rate[ok]))
+        k = int(np.flatnonzero(ok)[-1])
+        if kind == "final":
+            return float(self.rate[k])
+        if kind == "secant":
+            if k == 0 or self.t[k] == self.t[0]:
+                raise ValueError("the secant rate needs two resolved records at different times")
+            return float(math.log(self.gap[0] / self.gap[k]) / (self.t[k] - self.t[0]))
+        raise ValueError(f"kind must be 'min', 'secant' or 'final', got {kind!r}")
+
+    def imbalance_drift(self) -> np.ndarray:
+        """Per imbalance l, ``max_t ||D_l(t) - D_l(t_0)||_F / imbalance_scale[l]``: the relative
+        drift of the conserved quantities (integrator accuracy)."""
+        if self.imbalances is None:
+            raise ValueError("the imbalances were not recorded (save_imbalances=False)")
+        out = []
+        for D, s in zip(self.imbalances, self.imbalance_scale):
+            diff = np.linalg.norm((D - D[:1]).reshape(D.shape[0], -1), axis=1)
+            out.append(float(diff.max() / s) if s > 0 else float(diff.max()))
+        return np.array(out)
+
+
+class DeepLinearFlow:
+    """Gradient flow on ``L(W_1, ..., W_L) = f(W_1 W_2 ... W_L)``.
+
+    Parameters
+    ----------
+    Y : array (n_0, n_L), or (N, n_L) with ``X``
+        The target of the factorisation ``f = 1/2 ||Y - W||_F^2``, or the responses of the
+        regression ``f = 1/2 ||Y - X W||_F^2``.
+    hidden : sequence of int
+        Hidden widths ``(n_1, ..., n_{L-1})``; ``()`` is a single layer, ``(h,)`` two layers.
+    X : array (N, n_0), optional
+        The regression design; without it the loss is the factorisation loss.
+
+    Layers are lists of float64 arrays, ``layers[l-1]`` of shape ``(n_{l-1}, n_l)``. The C++ core
+    works on a packed ``P x L`` array (:meth:`pack` / :meth:`unpack`, :attr:`packed_shape`):
+    column l holds the column-major entries of ``W_l`` followed by zeros,
+    ``P = max_l n_{l-1} n_l``. One column per layer lets the adaptive stepper control each layer's
+    error relative to that layer's own norm.
+
+    Attributes: ``dims = (n_0, ..., n_L)``, ``depth`` (L), ``regression``, ``X``, ``Y``, and
+    ``mu``, ``K``: the strong-convexity and smoothness constants of f (1 and 1 for the
+    factorisation; ``lambda_min(X^T X)``, ``lambda_max(X^T X)`` for the regression).
+    """
+
+    def __init__(self, Y, hidden: Sequence[int] = (), *, X=None):
+        if isinstance(hidden, (int, np.integer)):
+            raise TypeError("hidden must be a sequence of widths, e.g. (h,) for two layers")
+        try:
+            hidden = [positive_int(h, "hidden width") for h in hidden]
+        except TypeError as err:
+            raise TypeError(f"hidden must be a sequence of positive integers: {err}") from None
+        self.regression = X is not None
+        if self.regression:
+            self.X = real_array(X, "X", 2)
+            if min(self.X.shape) < 1:
+                raise ValueError(f"X must be N x n_0 with N, n_0 >= 1, got {self.X.shape}")
+            self.Y = real_array(Y, "Y", 2, (self.X.shape[0], None))
+            n0 = self.X.shape[1]
+        else:
+            self.X = None
+            self.Y = real_array(Y, "Y", 2)
+            n0 = self.Y.shape[0]
+        if min(self.Y.shape) < 1:
+            raise ValueError(f"Y must have at least one row and column, got {self.Y.shape}")
+        self.dims = tuple([n0] + hidden + [self.Y.shape[1]])
+        self._core = _core.DeepLinearFlow(list(self.dims), self.Y, self.X)
+        if self.regression:
+            eig = np.linalg.eigvalsh(self.X.T @ self.X)
+            self.mu, self.K = max(float(eig[0]), 0.0), float(eig[-1])
+        else:
+            self.mu = self.K = 1.0
+        self._shapes = [(self.dims[i], self.dims[i + 1]) for i in range(self.depth)]
+
+    @property
+    def depth(self) -> int:
+        """The number of layers L."""
+        return len(self.dims) - 1
+
+    @property
+    def W_star(self) -> np.ndarray:
+        """The minimiser of f (the minimum-norm least-squares solution for a regression)."""
+        return np.array(self._core.W_star)
+
+    @property
+    def f_star(self) -> float:
+        """``min_W f(W)`` (0 for the factorisation loss)."""
+        return float(self._core.f_star)
+
+    @property
+    def size(self) -> int:
+        """The number of parameters ``sum_l n_{l-1} n_l``."""
+        return int(sum(r * c for r, c in self._shapes))
+
+    @property
+    def packed_shape(self) -> tuple:
+        """``(P, L)``, the shape of a packed state."""
+        return (int(self._core.rows), self.depth)
+
+    # -- layers ---------------------------------------------------------------------------
+    def _layers(self, layers, name="layers") -> List[np.ndarray]:
+        if isinstance(layers, np.ndarray) or not isinstance(layers, (list, tuple)):
+            raise TypeError(f"{name} must be a list of {self.depth} arrays of shapes {self._shapes}")
+        if len(layers) != self.depth:
+            raise ValueError(f"{name} must hold {self.depth} layers of shapes {self._shapes}, got {len(layers)}")
+        return [real_array(W, f"{name}[{i}]", 2, s) for i, (W, s) in enumerate(zip(layers, self._shapes))]
+
+    def pack(self, layers) -> np.ndarray:
+        """The packed ``P x L`` state (Fortran order): column l is ``vec(W_l)``, zero-padded."""
+        theta = np.zeros(self.packed_shape, order="F")
+        for l, W in enumerate(self._layers(layers)):
+            theta[: W.size, l] = W.ravel(order="F")
+        return theta
+
+    def unpack(self, theta) -> List[np.ndarray]:
+        """Layers from a packed state of shape :attr:`packed_shape`."""
+        theta = real_array(theta, "theta", 2, self.packed_shape)
+        return [theta[: r * c, l].reshape((r, c), order="F").copy()
+                for l, (r, c) in enumerate(self._shapes)]
+
+    def random_layers(self, rng, scale: float = 1.0) -> List[np.ndarray]:
+        """Layers with i.i.d. ``N(0, scale^2)`` entries (``rng``: Generator or integer seed)."""
+        rng = generator(rng)
+        scale = real_number(scale, "scale", minimum=0.0)
+        return [scale * rng.standard_normal(s) for s in self._shapes]
+
+    def product(self, layers) -> np.ndarray:
+        """``W = W_1 W_2 ... W_L`` (n_0 x n_L)."""
+        layers = self._layers(layers)
+        W = layers[0]
+        for M in layers[1:]:
+            W = W @ M
+        return W
+
+    def loss(self, layers) -> float:
+        """``f(W_1 ... W_L)``."""
+        W = self.product(layers)
+        R = self.Y - (self.X @ W if self.regression else W)
+        return 0.5 * float(np.sum(R * R))
+
+    def gap(self, layers) -> float:
+        """``f(W) - f*``, computed as ``1/2 ||X (W - W*)||^2`` (or ``1/2 ||W - Y||^2``)."""
+        E = self.product(layers) - self.W_star
+        if self.regression:
+            E = self.X @ E
+        return 0.5 * float(np.sum(E * E))
+
+    def rhs(self, layers) -> List[np.ndarray]:
+        """``-grad L``, layer by layer (computed by the C++ core)."""
+        return self.unpack(self._core.rhs(self.pack(layers)))
+
+    def imbalances(self, layers) -> List[np.ndarray]:
+        """``D_l = W_l^T W_l - W_{l+1} W_{l+1}^T`` for ``l = 1, ..., L-1`` (each n_l x n_l)."""
+        layers = self._layers(layers)
+        return [A.T @ A - B @ B.T for A, B in zip(layers[:-1], layers[1:])]
+
+    def _imbalance_scale(self, layers) -> np.ndarray:
+        return np.array([np.linalg.norm(A.T @ A) + np.linalg.norm(B @ B.T)
+                         for A, B in zip(layers[:-1], layers[1:])])
+
+    def ntk_min_eig(self, layers) -> float:
+        """``lambda_min`` of ``T_W(E) = sum_l A_l A_l^T E B_l^T B_l`` (with ``A_1 = I``,
+        ``B_L = I``), formed as an ``(n_0 n_L)``-square matrix: for small models only."""
+        layers = self._layers(layers)
+        n0, nL = self.dims[0], self.dims[-1]
+        M = np.zeros((n0 * nL, n0 * nL))
+        for l in range(self.depth):
+            A = np.eye(n0)
+            for W in layers[:l]:
+                A = A @ W
+            B = np.eye(nL)
+            for W in reversed(layers[l + 1:]):
+                B = W @ B
+            # vec(P E Q) = (Q^T kron P) vec(E), column-major vec
+            M += np.kron(B.T @ B, A @ A.T)
+        return float(np.linalg.eigvalsh(0.5 * (M + M.T))[0])
+
+    # -- rate bounds ----------------------------------------------------------------------
+    def rate_bound(self, layers, *, at_state: bool = False) -> RateBound:
+        """Lower bound on the exponential decay rate of ``L(t) - f*`` along the flow from ``layers``.
+
+        All statements follow from ``-d/dt log(L - f*) >= 2 mu lambda_min(T_W(t))`` (see the module
+        docstring) and a bound ``lambda_min(T_W) >= alpha`` that uses only conserved imbalances
+        and a lower bound on the singular values of ``W(t)``. With ``at_state=False`` (default)
+        that lower bound is the **margin** of the initialisation: since ``f`` decreases,
+        ``mu/2 ||W(t) - W*||^2 <= f(W(t)) - f* <= f(W(0)) - f* <= K/2 ||W(0) - W*||^2``, so
+        ``||W(t) - W*||_F <= sqrt(K/mu) ||W(0) - W*||_F`` and by Weyl
+        ``sigma_k(W(t)) >= [sigma_k(W*) - sqrt(K/mu) ||W(0) - W*||_F]_+ =: margin_k``
+        (for scalars ``|w(t)| >= [|w*| - sqrt(K/mu) |w* - w(0)|]_+``). With ``at_state=True`` the
+        singular values of the current ``W`` are used instead: a bound on the instantaneous rate
+        at that state only.
+
+        Implemented statements (``rate = 2 mu alpha``):
+
+        * ``"scalar-two-factor"`` (all widths 1, L = 2; Min et al.'s scalar theorem):
+          ``w = uv``, ``d = u^2 - v^2`` conserved, ``lambda_min(T) = u^2 + v^2 = sqrt(d^2 + 4 w^2)``,
+          so ``alpha = sqrt(d^2 + 4 margin^2)``: ``L(t) - f* <= exp(-2 mu sqrt(d^2 + 4 margin^2) t)
+          (L(0) - f*)``, margin ``= [|w*| - sqrt(K/mu) |w* - u(0) v(0)|]_+``; ``gamma = 2 mu`` (so
+          ``gamma = 2`` for ``1/2 (y - uv)^2``).
+        * ``"two-layer"`` (L = 2, any widths ``n = n_0``, ``h = n_1``, ``m = n_2``): with
+          ``d_max, d_min`` the extreme eigenvalues of ``D = W_1^T W_1 - W_2 W_2^T`` (its spread is
+          ``d_max - d_min``),
+          ``alpha = 1/2 [d_min + sqrt(d_min^2 + 4 s_n^2)] + 1/2 [-d_max + sqrt(d_max^2 + 4 s_m^2)]``
+          where ``s_n, s_m`` lower-bound ``sigma_n(W(t)), sigma_m(W(t))`` (0 when n > m,
+          resp. m > n); the first term is dropped when h < n, the second when h < m.
+          Proof: ``lambda_min(T) = lambda_n(W_1 W_1^T) + lambda_m(W_2^T W_2)``;
+          ``W W^T = S^2 - W_1 D W_1^T <= S^2 - d_min S`` with ``S = W_1 W_1^T`` gives
+          ``sigma_n^2 <= s^2 - d_min s`` at ``s = lambda_n(S) >= 0``, i.e. the first term when
+          ``sigma_n > 0``; when ``sigma_n = 0`` it reads ``[d_min]_+``, which holds for h >= n by
+          Weyl (``lambda_n(W_1^T W_1) >= lambda_n(W_2 W_2^T) + d_min``). The second term follows
+          in the same way from ``W^T W <= R^2 + d_max R``, ``R = W_2^T W_2``. It reduces to the scalar
+          theorem for ``n = h = m = 1`` and to ``2 sigma_min`` when balanced. This is our own
+          statement in the spirit of the paper's spread/gap bound, NOT a transcription of it: the
+          paper's refinement that uses interior eigenvalues of D (its "imbalance gap") when
+          ``h > max(n, m)`` is not implemented; there ``d_min <= 0 <= d_max`` and our bound
+          relies on the margin.
+        * ``"scalar-multilayer"`` (all widths 1, any L): with ``a_l = w_l^2`` sorted
+          decreasingly, the cumulative imbalances ``c_i = a_(i) - a_(L)`` are conserved and
+          ``Delta = prod_{i<L} c_i``; ``alpha = sqrt(Delta^2 + (L margin^(2 - 2/L))^2)``. Here
+          ``lambda_min(T) = sum_l prod_{k != l} a_k``. For L = 2 this is the scalar theorem
+          (an identity); for L >= 3 the inequality ``sum_l prod_{k != l} a_k >=
+          sqrt(Delta^2 + (L |w|^(2-2/L))^2)`` is verified numerically (and by a property test)
+          but we do not have a written proof; each term alone (``>= Delta`` and, by AM-GM,
+          ``>= L |w|^(2-2/L)``) is elementary. The paper's exact definition of the cumulative
+          imbalance for L >= 3 could not be checked here.
+        * ``"single-layer"`` (L = 1): ``T = I``, ``alpha = 1``.
+
+        Deeper models with matrix layers raise ValueError (no bound implemented).
+        """
+        layers = self._layers(layers)
+        mu, K, L = self.mu, self.K, self.depth
+        W = self.product(layers)
+        Ws = self.W_star
+        dist = float(np.linalg.norm(W - Ws))
+        shrink = math.sqrt(K / mu) if mu > 0 else math.inf
+        n, m = self.dims[0], self.dims[-1]
+
+        def lower_sv(k: int) -> float:
+            if at_state:
+                return _singular_value(W, k)
+            if not math.isfinite(shrink):
+                return 0.0
+            return max(_singular_value(Ws, k) - shrink * dist, 0.0)
+
+        scalar = all(dim == 1 for dim in self.dims)
+        if L == 1:
+            return RateBound(2 * mu, 1.0, mu, K, lower_sv(min(n, m)), "single-layer", {},
+                             "rate = 2 mu")
+        if scalar:
+            margin = lower_sv(1)
+            a = np.sort(np.array([float(M[0, 0]) ** 2 for M in layers]))[::-1]
+            c = a[:-1] - a[-1]
+            delta = float(np.prod(c))
+            alpha = math.hypot(delta, L * margin ** (2.0 - 2.0 / L))
+            if L == 2:
+                d = float(layers[0][0, 0] ** 2 - layers[1][0, 0] ** 2)
+                return RateBound(2 * mu * alpha, alpha, mu, K, margin, "scalar-two-factor",
+                                 {"d": d}, "rate = 2 mu sqrt(d^2 + 4 margin^2)")
+            return RateBound(2 * mu * alpha, alpha, mu, K, margin, "scalar-multilayer",
+                             {"cumulative": c, "Delta": delta},
+                             "rate = 2 mu sqrt(Delta^2 + (L margin^(2-2/L))^2)")
+        if L == 2:
+            D = layers[0].T @ layers[0] - layers[1] @ layers[1].T
+            eig = np.linalg.eigvalsh(0.5 * (D + D.T))
+            d_min, d_max = float(eig[0]), float(eig[-1])
+            s_n = lower_sv(n) if n <= m else 0.0
+            s_m = lower_sv(m) if m <= n else 0.0
+            h = self.dims[1]
+            alpha = 0.0
+            if h >= n:
+                alpha += 0.5 * (d_min + math.sqrt(d_min ** 2 + 4 * s_n ** 2))
+            if h >= m:
+                alpha += 0.5 * (-d_max + math.sqrt(d_max ** 2 + 4 * s_m ** 2))
+            return RateBound(2 * mu * max(alpha, 0.0), max(alpha, 0.0), mu, K, lower_sv(min(n, m)),
+                             "two-layer", {"d_min": d_min, "d_max": d_max, "spread": d_max - d_min},
+                             "rate = 2 mu (1/2[d_min + sqrt(d_min^2 + 4 s_n^2)] + 1/2[-d_max + sqrt(d_max^2 + 4 s_m^2)])")
+        raise ValueError(
+            f"rate bounds are implemented for L = 1, L = 2 (any widths) and scalar networks "
+            f"(all widths 1); got dims {self.dims}"
+        )
+
+    # -- integration ----------------------------------------------------------------------
+    def integrate(
+        self,
+        layers0,
+        t_span: Sequence[float] = (0.0, 1.0),
+        *,
+        method: str = "dopri5",
+        h: Optional[float] = None,
+        rtol: float = 1e-10,
+        atol: float = 0.0,
+        t_eval=None,
+        n_records: int = 501,
+        max_step: float = np.inf,
+        max_steps: int = 0,
+        save_products: bool = True,
+        save_imbalances: bool = True,
+        save_states: bool = False,
+        progress: Optional[bool] = None,
+    ) -> LinearTrajectory:
+        """Integrate ``dW_l/dt = -dL/dW_l`` from ``layers0`` over ``t_span = (t0, t1)``.
+
+        ``method``: ``"dopri5"`` (adaptive Dormand-Prince 5(4), error ``<~ atol + rtol ||W_l||`` for
+        each layer; ``h`` = first step, None: automatic), or fixed-step
+        ``"rk4"`` / ``"euler"`` with step ``h`` (required). ``t_eval``: recording times inside
+        ``t_span`` (default ``n_records`` evenly spaced). Records the loss, the gap ``f - f*``,
+        ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances ``D_l(t)``.
+
+        Raises IntegrationError on NaN/Inf or a collapsed adaptive step (the partial trajectory
+        is ``err.trajectory``); a KeyboardInterrupt carries it too.
+        """
+        layers0 = self._layers(layers0, "layers0")
+        theta0 = self.pack(layers0)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        t_span = real_array(t_span, "t_span", 1, (2,))
+        t0, t1 = float(t_span[0]), float(t_span[1])
+        if t1 < t0:
+            raise ValueError(f"t_span must have t1 >= t0, got {tuple(t_span)}")
+        if t_eval is None:
+            t_eval = np.linspace(t0, t1, positive_int(n_records, "n_records", minimum=2))
+        else:
+            t_eval = real_array(t_eval, "t_eval", 1)
+            if t_eval.size == 0 or t_eval[0] < t0 or t_eval[-1] > t1 or np.any(np.diff(t_eval) < 0):
+                raise ValueError("t_eval must be non-empty, non-decreasing and inside t_span")
+        if method == "dopri5":
+            step = np.nan if h is None else real_number(h, "h", minimum=0.0, strict=True)
+            real_number(rtol, "rtol", minimum=0.0)
+            real_number(atol, "atol", minimum=0.0)
+        else:
+            if h is None:
+                raise ValueError(f"method {method!r} needs a step h")
+            step = real_number(h, "h", minimum=0.0, strict=True)
+        max_steps = positive_int(max_steps, "max_steps", minimum=0)
+
+        start = time.perf_counter()
+        with progress_bar(t0, t1, enabled=progress, desc=f"{method} linear L={self.depth}") as update:
+            raw = self._core.integrate(
+                theta0, t0, t_eval, method, step, float(rtol), float(atol), float(max_step),
+                max_steps, bool(save_products), bool(save_imbalances), bool(save_states), update, 0.1,
+            )
+        imbalances = None
+        if save_imbalances:
+            flat, imbalances, k = raw["imbalances"], [], 0
+            for nl in self.dims[1:-1]:
+                block = flat[:, k:k + nl * nl]
+                imbalances.append(block.reshape(-1, nl, nl).transpose(0, 2, 1).copy())
+                k += nl * nl
+        traj = LinearTrajectory(
+            t=raw["t"], loss=raw["loss"], gap=raw["gap"], grad_norm_sq=raw["grad_norm_sq"],
+            layers=self.unpack(raw["theta"]), f_star=self.f_star,
+            imbalance_scale=self._imbalance_scale(layers0), products=raw.get("products"),
+            imbalances=imbalances, states=raw.get("states"), status=raw["status"],
+            t_final=raw["t_final"], method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
+            n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
+        )
+        error = raw["error"]
+        if error is not None:
+            try:
+                error.trajectory = traj
+            except AttributeError:
+                pass
+            raise error
+        if traj.status == "non-finite":
+            raise IntegrationError(
+                f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); "
+                "the trajectory holds the last finite state. Try a smaller step h.", traj)
+        if traj.status == "step-too-small":
+            raise IntegrationError(
+                f"the adaptive step fell below the resolution of t at t = {traj.t_final:g}", traj)
+        return traj
