@@ -173,17 +173,16 @@ const char* status_name(Status s) {
   return "unknown";
 }
 
-// Validated stepping options and recording times shared by integrate and integrate_batch.
-struct RunArgs {
+// Validated stepping options and recording times, shared by every integrate entry point.
+struct StepArgs {
   Method method;
   double t0;
   std::vector<double> t_eval;
   StepOptions opt;
-  bool save_norms, save_states;
 
-  RunArgs(double t0_, py::handle t_eval_obj, const std::string& method_name, double h,
-          double rtol, double atol, double h_max, long max_steps, bool norms, bool states)
-      : method(parse_method(method_name)), t0(t0_), save_norms(norms), save_states(states) {
+  StepArgs(double t0_, py::handle t_eval_obj, const std::string& method_name, double h,
+           double rtol, double atol, double h_max, long max_steps)
+      : method(parse_method(method_name)), t0(t0_) {
     FArray te = as_real_array(t_eval_obj, "t_eval", 1);
     t_eval.assign(te.data(), te.data() + te.shape(0));
     if (!std::isfinite(t0)) throw py::value_error("t0 must be finite");
@@ -204,6 +203,15 @@ struct RunArgs {
     opt.h_max = h_max;
     opt.max_steps = max_steps;
   }
+};
+
+// What the deflation flow records besides the loss and residuals.
+struct RunArgs : StepArgs {
+  bool save_norms, save_states;
+  RunArgs(double t0_, py::handle t_eval_obj, const std::string& method_name, double h,
+          double rtol, double atol, double h_max, long max_steps, bool norms, bool states)
+      : StepArgs(t0_, t_eval_obj, method_name, h, rtol, atol, h_max, max_steps),
+        save_norms(norms), save_states(states) {}
 };
 
 // What one run records at each requested time (filled without the GIL).
@@ -407,30 +415,7 @@ struct PyDeepLinearFlow {
                      bool save_states, std::optional<py::function> progress,
                      double progress_interval) {
     Mat theta = state(theta0, "theta0");
-    const Method method = parse_method(method_name);
-    FArray te = as_real_array(t_eval_obj, "t_eval", 1);
-    std::vector<double> t_eval(te.data(), te.data() + te.shape(0));
-    if (!std::isfinite(t0)) throw py::value_error("t0 must be finite");
-    if (t_eval.empty()) throw py::value_error("t_eval must not be empty");
-    for (size_t i = 0; i < t_eval.size(); ++i) {
-      if (t_eval[i] < t0) throw py::value_error("t_eval must not start before t0");
-      if (i && t_eval[i] < t_eval[i - 1]) throw py::value_error("t_eval must be non-decreasing");
-    }
-    if (method != Method::Dopri5 && !(h > 0 && std::isfinite(h)))
-      throw py::value_error("h must be finite and > 0 for a fixed-step method");
-    if (method == Method::Dopri5) {
-      if (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0))
-        throw py::value_error("rtol and atol must be >= 0 and not both 0");
-    }
-    if (!(h_max > 0)) throw py::value_error("h_max must be > 0");
-    if (max_steps < 0) throw py::value_error("max_steps must be >= 0");
-
-    StepOptions opt;
-    opt.h = method == Method::Dopri5 ? (std::isfinite(h) ? h : 0.0) : h;
-    opt.rtol = rtol;
-    opt.atol = atol;
-    opt.h_max = h_max;
-    opt.max_steps = max_steps;
+    const StepArgs args(t0, t_eval_obj, method_name, h, rtol, atol, h_max, max_steps);
 
     const Index L = flow.depth(), n0 = flow.dims().front(), nL = flow.dims().back();
     Index n_imb = 0;
@@ -456,7 +441,7 @@ struct PyDeepLinearFlow {
     Outcome res;
     {
       py::gil_scoped_release release;
-      res = tdflow::integrate(flow, method, theta, t0, t_eval, opt, observe,
+      res = tdflow::integrate(flow, args.method, theta, args.t0, args.t_eval, args.opt, observe,
                               [&](double t) { return ticker(t); });
     }
     if (res.status == Status::Finished) ticker.call(res.t);

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import tdflow
 from tdflow import cli, io
 from tdflow.figure1 import Figure1Result, run_figure1
 

@@ -204,14 +204,7 @@ class GradientFlow:
         with progress_bar(t0, t1, enabled=progress, desc=desc) as update:
             raw = self._core.integrate(W0, t0, *args, update, 0.1)
         traj = self._trajectory(raw, method, time.perf_counter() - start)
-        error = raw["error"]
-        if error is not None:
-            try:
-                error.trajectory = traj
-            except AttributeError:
-                pass
-            raise error
-        _raise_on_failure(traj)
+        check_outcome(traj, raw["error"])
         return traj
 
     def integrate_batch(
@@ -256,7 +249,7 @@ class GradientFlow:
                 bar.update(len(raws))
         for k, traj in enumerate(trajs):
             try:
-                _raise_on_failure(traj)
+                check_outcome(traj)
             except IntegrationError as err:
                 err.args = (f"replica {k}: {err.args[0]}",)
                 err.trajectories = trajs
@@ -265,33 +258,8 @@ class GradientFlow:
 
     def _run_args(self, t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps,
                   save_norms, save_states):
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        t_span = real_array(t_span, "t_span", 1, (2,))
-        t0, t1 = float(t_span[0]), float(t_span[1])
-        if t1 < t0:
-            raise ValueError(f"t_span must have t1 >= t0, got {tuple(t_span)}")
-        if t_eval is None:
-            t_eval = np.linspace(t0, t1, positive_int(n_records, "n_records", minimum=2))
-        else:
-            t_eval = real_array(t_eval, "t_eval", 1)
-            if t_eval.size == 0 or t_eval[0] < t0 or t_eval[-1] > t1 or np.any(np.diff(t_eval) < 0):
-                raise ValueError("t_eval must be non-empty, non-decreasing and inside t_span")
-        if method == "dopri5":
-            step = np.nan if h is None else real_number(h, "h", minimum=0.0, strict=True)
-            real_number(rtol, "rtol", minimum=0.0)
-            real_number(atol, "atol", minimum=0.0)
-        else:
-            if h is None:
-                raise ValueError(f"method {method!r} needs a step h")
-            step = real_number(h, "h", minimum=0.0, strict=True)
-        max_steps = positive_int(max_steps, "max_steps", minimum=0)
-        max_step = float(max_step)
-        if not max_step > 0:
-            raise ValueError(f"max_step must be > 0, got {max_step}")
-        args = (t_eval, method, step, float(rtol), float(atol), max_step, max_steps,
-                bool(save_norms), bool(save_states))
-        return t0, t1, args
+        t0, t1, args = solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps)
+        return t0, t1, args + (bool(save_norms), bool(save_states))
 
     def _trajectory(self, raw: dict, method: str, wall_time: float) -> Trajectory:
         return Trajectory(
@@ -304,7 +272,49 @@ class GradientFlow:
         )
 
 
-def _raise_on_failure(traj: Trajectory) -> None:
+def solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps):
+    """Validate the stepping options shared by every ``integrate``.
+
+    Returns ``(t0, t1, (t_eval, method, h, rtol, atol, max_step, max_steps))``, the leading
+    arguments of the core's integrate functions (``h`` NaN: chosen automatically).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    t_span = real_array(t_span, "t_span", 1, (2,))
+    t0, t1 = float(t_span[0]), float(t_span[1])
+    if t1 < t0:
+        raise ValueError(f"t_span must have t1 >= t0, got {tuple(t_span)}")
+    if t_eval is None:
+        t_eval = np.linspace(t0, t1, positive_int(n_records, "n_records", minimum=2))
+    else:
+        t_eval = real_array(t_eval, "t_eval", 1)
+        if t_eval.size == 0 or t_eval[0] < t0 or t_eval[-1] > t1 or np.any(np.diff(t_eval) < 0):
+            raise ValueError("t_eval must be non-empty, non-decreasing and inside t_span")
+    if method == "dopri5":
+        step = np.nan if h is None else real_number(h, "h", minimum=0.0, strict=True)
+        real_number(rtol, "rtol", minimum=0.0)
+        real_number(atol, "atol", minimum=0.0)
+    else:
+        if h is None:
+            raise ValueError(f"method {method!r} needs a step h")
+        step = real_number(h, "h", minimum=0.0, strict=True)
+    max_steps = positive_int(max_steps, "max_steps", minimum=0)
+    max_step = float(max_step)
+    if not max_step > 0:
+        raise ValueError(f"max_step must be > 0, got {max_step}")
+    return t0, t1, (t_eval, method, step, float(rtol), float(atol), max_step, max_steps)
+
+
+def check_outcome(traj, error: Optional[BaseException] = None) -> None:
+    """Raise what stopped an integration: an error from Python during the run (Ctrl-C, a failing
+    progress callback) with the partial trajectory attached, or IntegrationError on NaN/Inf or a
+    collapsed step. ``traj`` is any trajectory with ``status``, ``t_final`` and ``n_steps``."""
+    if error is not None:
+        try:
+            error.trajectory = traj
+        except AttributeError:
+            pass
+        raise error
     if traj.status == "non-finite":
         raise IntegrationError(
             f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); "

@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _core
 from ._checks import generator, positive_int, real_array, real_number
-from .flow import METHODS, IntegrationError
+from .flow import check_outcome, solver_args
 from .progress import progress_bar
 
 __all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]
@@ -449,33 +449,13 @@ class DeepLinearFlow:
         """
         layers0 = self._layers(layers0, "layers0")
         theta0 = self.pack(layers0)
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        t_span = real_array(t_span, "t_span", 1, (2,))
-        t0, t1 = float(t_span[0]), float(t_span[1])
-        if t1 < t0:
-            raise ValueError(f"t_span must have t1 >= t0, got {tuple(t_span)}")
-        if t_eval is None:
-            t_eval = np.linspace(t0, t1, positive_int(n_records, "n_records", minimum=2))
-        else:
-            t_eval = real_array(t_eval, "t_eval", 1)
-            if t_eval.size == 0 or t_eval[0] < t0 or t_eval[-1] > t1 or np.any(np.diff(t_eval) < 0):
-                raise ValueError("t_eval must be non-empty, non-decreasing and inside t_span")
-        if method == "dopri5":
-            step = np.nan if h is None else real_number(h, "h", minimum=0.0, strict=True)
-            real_number(rtol, "rtol", minimum=0.0)
-            real_number(atol, "atol", minimum=0.0)
-        else:
-            if h is None:
-                raise ValueError(f"method {method!r} needs a step h")
-            step = real_number(h, "h", minimum=0.0, strict=True)
-        max_steps = positive_int(max_steps, "max_steps", minimum=0)
+        t0, t1, args = solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps)
 
         start = time.perf_counter()
         with progress_bar(t0, t1, enabled=progress, desc=f"{method} linear L={self.depth}") as update:
             raw = self._core.integrate(
-                theta0, t0, t_eval, method, step, float(rtol), float(atol), float(max_step),
-                max_steps, bool(save_products), bool(save_imbalances), bool(save_states), update, 0.1,
+                theta0, t0, *args, bool(save_products), bool(save_imbalances), bool(save_states),
+                update, 0.1,
             )
         imbalances = None
         if save_imbalances:
@@ -492,18 +472,5 @@ class DeepLinearFlow:
             t_final=raw["t_final"], method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
         )
-        error = raw["error"]
-        if error is not None:
-            try:
-                error.trajectory = traj
-            except AttributeError:
-                pass
-            raise error
-        if traj.status == "non-finite":
-            raise IntegrationError(
-                f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); "
-                "the trajectory holds the last finite state. Try a smaller step h.", traj)
-        if traj.status == "step-too-small":
-            raise IntegrationError(
-                f"the adaptive step fell below the resolution of t at t = {traj.t_final:g}", traj)
+        check_outcome(traj, raw["error"])
         return traj
