@@ -22,7 +22,8 @@
 
 namespace tdflow {
 
-// Column norms and unit directions; a column too small for norm() to see is rescaled first.
+// Column norms and unit directions; a column too small for its squares is rescaled first.
+// Plain pointer loops: for d ~ 10 Eigen's per-column block set-up costs more than the work.
 inline void normalize_columns(const Eigen::Ref<const Mat>& W, Mat& Wbar, Vec& norms) {
   const Index d = W.rows(), m = W.cols();
   Wbar.resize(d, m);
@@ -30,13 +31,20 @@ inline void normalize_columns(const Eigen::Ref<const Mat>& W, Mat& Wbar, Vec& no
   parallel_blocks(detail::n_col_blocks(m), 2.0 * d * m, [&](Index b) {
     const Index j0 = b * kColBlock, j1 = std::min(m, j0 + kColBlock);
     for (Index j = j0; j < j1; ++j) {
-      double n = std::sqrt(W.col(j).squaredNorm());
+      const double* w = W.col(j).data();
+      double* wb = Wbar.col(j).data();
+      double s = 0.0;
+      for (Index i = 0; i < d; ++i) s += w[i] * w[i];
+      double n = std::sqrt(s);
       if (n < 1e-150) n = W.col(j).stableNorm();  // squares underflow
       norms[j] = n;
-      if (n > 0) {
-        Wbar.col(j) = W.col(j) / n;
+      const double inv = n > 0 ? 1.0 / n : 0.0;
+      if (n > 0 && std::isfinite(inv)) {
+        for (Index i = 0; i < d; ++i) wb[i] = w[i] * inv;
+      } else if (n > 0) {
+        for (Index i = 0; i < d; ++i) wb[i] = w[i] / n;  // 1/n overflows for subnormal n
       } else {
-        Wbar.col(j).setZero();
+        for (Index i = 0; i < d; ++i) wb[i] = 0.0;
       }
     }
   });
@@ -80,19 +88,23 @@ class ActiveSet {
       return active_;
     }
     if (total <= budget) return active_;  // everything can
-    bucket_sum_.assign(kBuckets, 0.0);
+    bucket_sum_.resize(kBuckets);
     bucket_.resize(m);
+    int lo = kBuckets, hi = 0;
     for (Index j = 0; j < m; ++j) {
       const double n2 = norms[j] * norms[j];
       int e = kMinExp;
       if (n2 > 0) std::frexp(n2, &e);
       e = std::min(std::max(e, kMinExp), kMinExp + kBuckets - 1);
       bucket_[j] = e - kMinExp;
-      bucket_sum_[bucket_[j]] += n2;
+      lo = std::min(lo, bucket_[j]);
+      hi = std::max(hi, bucket_[j]);
     }
+    std::fill(bucket_sum_.begin() + lo, bucket_sum_.begin() + hi + 1, 0.0);
+    for (Index j = 0; j < m; ++j) bucket_sum_[bucket_[j]] += norms[j] * norms[j];
     double dropped = 0.0;
-    int cut = 0;  // buckets below `cut` are dropped
-    while (cut < kBuckets && dropped + bucket_sum_[cut] <= budget) dropped += bucket_sum_[cut++];
+    int cut = lo;  // buckets below `cut` are dropped
+    while (cut <= hi && dropped + bucket_sum_[cut] <= budget) dropped += bucket_sum_[cut++];
     for (Index j = 0; j < m; ++j)
       if (bucket_[j] >= cut) active_.push_back(j);
     return active_;
@@ -139,8 +151,14 @@ class DeflationFlow {
     parallel_blocks(detail::n_col_blocks(m), 4.0 * d * m, [&](Index b) {
       const Index j0 = b * kColBlock, j1 = std::min(m, j0 + kColBlock);
       for (Index j = j0; j < j1; ++j) {
-        const double s = P_.col(j).dot(Wbar_.col(j));  // R(wbar^l)
-        dW.col(j) = (l * norms_[j]) * P_.col(j) - ((l - 2) * s + lam_) * W.col(j);
+        const double* p = P_.col(j).data();
+        const double* wb = Wbar_.col(j).data();
+        const double* w = W.col(j).data();
+        double* out = dW.col(j).data();
+        double s = 0.0;  // R(wbar^l)
+        for (Index i = 0; i < d; ++i) s += p[i] * wb[i];
+        const double cp = l * norms_[j], cw = (l - 2) * s + lam_;
+        for (Index i = 0; i < d; ++i) out[i] = cp * p[i] - cw * w[i];
       }
     });
   }

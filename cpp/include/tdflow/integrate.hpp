@@ -73,9 +73,17 @@ inline double column_error_norm(const Mat& E, const Mat& Y, const Mat& Z, double
   if (m == 0) return 0.0;
   Vec terms(m);
   for_column_blocks(m, E.rows(), [&](Index j0, Index nj) {
+    const Index d = E.rows();
     for (Index j = j0; j < j0 + nj; ++j) {
-      const double e = E.col(j).norm();
-      const double scale = atol + rtol * std::max(Y.col(j).norm(), Z.col(j).norm());
+      const double *e_ = E.col(j).data(), *y = Y.col(j).data(), *z = Z.col(j).data();
+      double se = 0.0, sy = 0.0, sz = 0.0;
+      for (Index i = 0; i < d; ++i) {
+        se += e_[i] * e_[i];
+        sy += y[i] * y[i];
+        sz += z[i] * z[i];
+      }
+      const double e = std::sqrt(se);
+      const double scale = atol + rtol * std::sqrt(std::max(sy, sz));
       terms[j] = e == 0.0 ? 0.0 : (scale > 0.0 ? e / scale : std::numeric_limits<double>::infinity());
     }
   });
