@@ -271,6 +271,9 @@ class BeyondLazy:
         _parts(self.target, state.U, state.signs, state.c, state.c_hat)
         if state.U.shape[1] != self.m:
             raise ValueError(f"state.U must have shape ({self.target.dim}, {self.m}), got {state.U.shape}")
+        mode = np.asarray(state.scalar_mode)
+        if mode.dtype != bool or mode.shape != (self.m,):
+            raise ValueError(f"state.scalar_mode must be a boolean array of shape ({self.m},)")
         return state
 
     def model(self, state: VariantState) -> CPTensor:
