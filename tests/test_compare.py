@@ -31,7 +31,7 @@ def test_rows_and_what_they_show(comparison):
 def test_table_and_plot(comparison, tmp_path):
     text = comparison.table()
     assert "method" in text and "beyond-lazy" in text and "lazy needs m >= 10" in text
-    assert len(text.splitlines()) == 2 + len(comparison.rows)
+    assert len(text.splitlines()) == 3 + len(comparison.rows)
     pytest.importorskip("matplotlib")
     import matplotlib
 

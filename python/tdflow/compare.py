@@ -61,6 +61,8 @@ class Comparison:
         for row in self.rows:
             lines.append(f"{row.method:<14} {row.m:>4} {row.error:10.3e} {row.work:10.3e} "
                          f"{row.wall_time:8.3f}  {row.note}")
+        lines.append("(errors from <R,R> of CP tensors bottom out near 1e-8: rounding; the lazy fit's "
+                     "are computed densely)")
         return "\n".join(lines)
 
     def plot(self, path=None, *, x: str = "m"):

@@ -32,7 +32,8 @@ class PowerResult:
     ``residual_norm`` (k+1,) ``||T - sum_{j<=i} lam_j w_j^{(x)l}||_F`` after ``i`` deflations;
     ``relative_error`` the same divided by ``||T||_F``; ``n_contractions`` the number of vector
     contractions ``R(w^{l-1}, I)``; ``work`` their multiply-adds (``2 k_R d`` each, ``k_R`` the
-    residual's CP rank at the time); ``wall_time`` seconds.
+    residual's CP rank at the time); ``wall_time`` seconds. The norms come from ``<R, R>`` of the
+    CP residual, so relative errors below about 1e-8 are rounding.
     """
 
     weights: np.ndarray
