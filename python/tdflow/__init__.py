@@ -38,3 +38,14 @@ __all__ = [
     "sphere",
     "uniform_weights",
 ]
+
+from .beyond_lazy import BeyondLazy, BeyondLazyResult, VariantState, variant_gradient, variant_loss, variant_model
+from .compare import Comparison, ComparisonRow, run_comparison
+from .lazy import LazyFit, LazySweep, lazy_features, lazy_fit, lazy_sweep, symmetric_dim
+from .power import PowerResult, tensor_power_method
+
+__all__ += [
+    "BeyondLazy", "BeyondLazyResult", "Comparison", "ComparisonRow", "LazyFit", "LazySweep",
+    "PowerResult", "VariantState", "lazy_features", "lazy_fit", "lazy_sweep", "run_comparison",
+    "symmetric_dim", "tensor_power_method", "variant_gradient", "variant_loss", "variant_model",
+]

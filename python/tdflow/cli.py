@@ -47,6 +47,24 @@ def _linear(args) -> int:
     return 0 if result.holds() else 1
 
 
+def _compare(args) -> int:
+    from .compare import run_comparison
+    from .threads import set_num_threads
+
+    if args.threads:
+        set_num_threads(args.threads)
+    result = run_comparison(
+        d=args.d, r=args.r, order=args.order, ms=args.ms, seed=args.seed, methods=args.methods,
+        t_end=args.t_end, radius=args.radius, epochs=args.epochs, steps=args.steps,
+        delta=args.delta, lam=args.lam, n_starts=args.starts, n_iters=args.iters, progress=False,
+    )
+    print(result.table())
+    if args.plot:
+        result.plot(args.plot, x=args.x)
+        print(f"figure: {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +98,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_linear)
+
+    from .compare import METHODS
+
+    p = sub.add_parser("compare", help="lazy fit, beyond-lazy variant, power method and gradient "
+                       "flow on one target: error against m and work",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--d", type=int, default=8, help="dimension")
+    p.add_argument("--r", type=int, default=2, help="rank of the target (random unit components)")
+    p.add_argument("--order", type=int, default=3, help="tensor order l")
+    p.add_argument("--ms", type=int, nargs="+", default=[3, 6, 12, 24], help="numbers of components")
+    p.add_argument("--seed", type=int, default=0, help="seed of the target and every run")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    p.add_argument("--t-end", type=float, default=60.0, help="gradient flow: final time")
+    p.add_argument("--radius", type=float, default=1e-3, help="gradient flow: initialisation radius")
+    p.add_argument("--epochs", type=int, default=20, help="beyond-lazy: epochs K")
+    p.add_argument("--steps", type=int, default=100, help="beyond-lazy: steps per epoch H")
+    p.add_argument("--delta", type=float, default=1e-3, help="beyond-lazy: initialisation norm")
+    p.add_argument("--lam", type=float, default=1e-4, help="beyond-lazy: regularisation")
+    p.add_argument("--starts", type=int, default=20, help="power method: random starts")
+    p.add_argument("--iters", type=int, default=30, help="power method: iterations per start")
+    p.add_argument("--plot", default=None, help="write a figure to this path (needs matplotlib)")
+    p.add_argument("--x", choices=("m", "work"), default="m", help="the figure's x axis")
+    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: default)")
+    p.set_defaults(func=_compare)
     return parser
 
 
