@@ -14,19 +14,9 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import tdflow
-from common import numpy_rhs, numpy_rhs_naive, rk4, table, torch, torch_rhs
+from common import fit_times, numpy_rhs, numpy_rhs_naive, rk4, table, torch, torch_rhs
 
 D, M, R, T_END, H = 10, 50, 5, 250.0, 0.05
-
-
-def fit_times(U, a, states, t):
-    """First time the directional residual (T* - T)(e_i^4) drops below a_i / 2."""
-    flow = tdflow.GradientFlow(tdflow.Target(U, a), active_tol=0.0)
-    res = np.array([flow.directional_residual(W) for W in states])
-    below = res <= 0.5 * a
-    out = t[np.argmax(below, axis=0)].astype(float)
-    out[~below.any(axis=0)] = np.nan
-    return out
 
 
 def timed(fn):

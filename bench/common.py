@@ -88,6 +88,18 @@ def rk4(f, W, h, n_steps):
     return W
 
 
+def fit_times(U, a, states, t):
+    """First time the directional residual (T* - T)(u_i^4) of a peer's states drops below a_i / 2."""
+    import tdflow
+
+    flow = tdflow.GradientFlow(tdflow.Target(U, a), active_tol=0.0)
+    res = np.array([flow.directional_residual(W) for W in states])
+    below = res <= 0.5 * a
+    out = np.asarray(t)[np.argmax(below, axis=0)].astype(float)
+    out[~below.any(axis=0)] = np.nan
+    return out
+
+
 def table(rows, header):
     """A plain-text table."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]

@@ -4,7 +4,7 @@ import pytest
 
 import reference as ref
 import tdflow
-from tdflow.beyond_lazy import BeyondLazy, VariantState, variant_gradient, variant_loss, variant_model
+from tdflow.beyond_lazy import BeyondLazy, variant_gradient, variant_loss, variant_model
 
 
 def random_parts(rng, d=4, m=3):
