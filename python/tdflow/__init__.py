@@ -34,3 +34,8 @@ __all__ = [
     "sphere",
     "uniform_weights",
 ]
+
+from . import analysis  # noqa: E402
+from .deflation import DeflationResult, Schedule, deflate, resume  # noqa: E402
+
+__all__ += ["DeflationResult", "Schedule", "analysis", "deflate", "resume"]
