@@ -719,10 +719,10 @@ def _run(res: DeflationResult, checkpoint, every, progress, callback) -> Deflati
         while not res.finished:
             runner.epoch()
             bar(res)
-            if callback is not None:
-                callback(res)
             if checkpoint is not None and (res.finished or res.epoch % every == 0):
                 res.save(checkpoint)
+            if callback is not None:
+                callback(res)
     if checkpoint is not None:
         res.save(checkpoint)
     return res
