@@ -297,7 +297,8 @@ def test_cli_deflate_and_plot(tmp_path, capsys):
     out2 = tmp_path / "run2.npz"
     rc = cli.main(["deflate", "--config", str(cfg), "--lam", "3e-4", "--d", "8", "--r", "3",
                    "--m", "20", "--out", str(out2), "--quiet"])
-    assert rc == 0
+    assert rc == 1  # stopped after max_epochs = 2, not recovered
+    assert "status: max-epochs" in capsys.readouterr().out
     res2 = DeflationResult.load(out2)
     assert (res2.schedule.gamma, res2.schedule.lam, res2.schedule.max_epochs) == (0.5, 3e-4, 2)
     cfg.write_text("[schedule]\ngama = 0.5\n")
