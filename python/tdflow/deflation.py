@@ -52,12 +52,21 @@ class Schedule:
     :func:`tdflow.geometric_weights`): ``delta0 = 1e-3``, ``delta1 = 1e-2``, ``alpha = 0.3``,
     ``gamma = 0.3``, ``lam = 1e-4``, ``eps = 5e-4``, ``c1 = 1``, ``c2 = 1``. With these, runs on
     orthogonal targets recover every direction for d from 10 to 50 and weight spectra spanning a
-    factor 30 (tests/test_deflation.py and the table in the README). They break down when ``m``
-    is too small: each epoch several fresh columns can align with the same large direction and
-    grow past ``delta1``, so they stay in that ``S_i`` for good; once every column has been
-    absorbed no fresh column remains and the run stops with status ``"stalled"`` and a warning.
+    factor 30 (and 100; tests/test_deflation.py and the table in the README). Where they break:
+
+    * ``m`` too small (measured: ``m = r`` always fails, ``m = 1.5 r`` mostly fails, ``m = 2 r``
+      mostly works, ``m >= 4 r`` worked in every case tried): in each epoch several fresh
+      columns align with the same large direction and grow past ``delta1``, so they stay in
+      that ``S_i`` for good; once every column has been absorbed no fresh column is left and the
+      run stops with status ``"stalled"`` and a warning naming the unfitted directions.
+    * weights at or below ``max(2 lam, eps)`` are not resolved (a warning says so at the start):
+      the run stops as soon as ``||T - T*||_F <= eps``.
+    * the constants assume ``sum a_i ~ 1``: ``lam`` and ``eps`` are absolute, so for another
+      scale rescale them with the target (the times ``t1, t2`` scale with ``1/beta`` by
+      themselves).
+
     ``eps`` is an absolute tolerance on ``||T - T*||_F``; it must exceed the weight-decay floor
-    ``~ sqrt(r) lam / 2`` and lie below the smallest weight to be recovered.
+    ``~ sqrt(r) lam / 2`` (each fitted direction keeps a gap ``a_i - â_i ~ lam/2``).
 
     ``alpha`` defines S_i (``w̄_i^2 >= 1 - alpha^2``); ``fit_tol`` (None: ``max(2 lam, eps)``) defines
     "fitted" (``a_i - â_i <= fit_tol``); ``margin`` the near-tie factor of Definition 2.
