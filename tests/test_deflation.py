@@ -70,6 +70,37 @@ def test_proposition1_holds_on_successful_runs(small_run):
     assert not any("Proposition 1" in w for w in small_run.warnings)
 
 
+def test_proposition1_flags_a_schedule_that_breaks_it():
+    # delta1 only 1.5 x delta0: columns cross delta1 before they align, so the norm/correlation
+    # relationship behind Proposition 1 fails and the checks say so
+    target = tdflow.Target.orthogonal(10, [0.6, 0.25, 0.1, 0.05])
+    s = Schedule(delta0=1e-3, delta1=1.5e-3)
+    res = deflate(target, 30, s, 0, progress=False)
+    e = res.epochs
+    assert not res.proposition1_ok.any()
+    assert not e["prop_b"][0] and e["max_nonmember_norm"][0] > s.delta1
+    assert not e["prop_a"][1:].any() and np.all(e["min_member_alignment"][1:] < 1 - s.alpha ** 2)
+    assert any("epoch 0: Proposition 1 check(s) b failed" in w for w in res.warnings)
+
+
+def test_progress_bar_and_other_bit_generators(capsys, tmp_path):
+    target = tdflow.Target.orthogonal(8, [0.7, 0.3])
+    rng = np.random.Generator(np.random.Philox(3))
+    res = deflate(target, 12, Schedule(max_epochs=3), rng, progress=True)
+    assert "epochs" in capsys.readouterr().err
+    assert res.rng_state["bit_generator"] == "Philox" and res.seed == -1
+
+    def stop(r):
+        if r.epoch == 1:
+            raise Interrupt
+
+    ck = tmp_path / "philox.npz"
+    with pytest.raises(Interrupt):
+        deflate(target, 12, Schedule(max_epochs=3), np.random.Generator(np.random.Philox(3)),
+                checkpoint=ck, progress=False, callback=stop)
+    _same(res, tdflow.resume(ck, progress=False))
+
+
 def test_definition2_predicts_who_joins(small_run):
     rd = small_run.redraws
     assert rd["kind"][:30].tolist() == [0] * 30 and np.all(rd["kind"][30:] == 1)

@@ -391,7 +391,7 @@ class DeflationResult:
                       rng_state=meta["rng_state"], status=str(meta["status"]),
                       warnings=list(meta["warnings"]), wall_time=float(meta["wall_time"]),
                       **groups)
-            np.random.default_rng().bit_generator.state = res.rng_state  # validates the state
+            _rng_from_state(res.rng_state)  # validates the state
         except ValueError as err:
             raise ValueError(f"{path} is not a valid deflation result: {err}") from None
         except (KeyError, TypeError) as err:
@@ -406,6 +406,17 @@ def _append(group: Dict[str, np.ndarray], fields, rows: Dict[str, np.ndarray]) -
             group[k] = np.concatenate([group[k], v.astype(group[k].dtype, copy=False)])
         else:
             group[k] = v.astype(fields[k]) if isinstance(fields, dict) else v
+
+
+def _rng_from_state(state: dict) -> np.random.Generator:
+    """A Generator whose bit generator (named in the state, e.g. PCG64) holds ``state``."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    bitgen = getattr(np.random, str(name), None)
+    if not (isinstance(bitgen, type) and issubclass(bitgen, np.random.BitGenerator)):
+        raise ValueError(f"unknown bit generator {name!r} in the RNG state")
+    bg = bitgen()
+    bg.state = state
+    return np.random.Generator(bg)
 
 
 def _draw(rng: np.random.Generator, d: int, n: int, radius: float) -> np.ndarray:
@@ -548,8 +559,7 @@ class _Runner:
     def __init__(self, res: DeflationResult):
         self.res = res
         self.flow = GradientFlow(res.target, res.schedule.lam, active_tol=res.options["active_tol"])
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = res.rng_state
+        self.rng = _rng_from_state(res.rng_state)
         self.tol = res.fit_tol
         self.steps = 0
         self.rhs = 0
