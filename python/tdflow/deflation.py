@@ -215,7 +215,7 @@ class DeflationResult:
 
     State to continue from: ``W`` (d x m), ``member`` (direction of each column, -1 none),
     ``armed`` (watched for joining), ``beta`` (of the next epoch), ``epoch`` (next epoch index),
-    ``t`` (simulated time), ``rng_state`` (``Generator.bit_generator.state``), ``status``
+    ``t`` (simulated time), ``rng_state`` (``Generator.bit_generator.state``, JSON-able), ``status``
     ("running" while not finished) and ``warnings``.
     """
 
@@ -408,8 +408,28 @@ def _append(group: Dict[str, np.ndarray], fields, rows: Dict[str, np.ndarray]) -
             group[k] = v.astype(fields[k]) if isinstance(fields, dict) else v
 
 
+def _jsonable(state):
+    """``Generator.bit_generator.state`` as JSON-able data (arrays, e.g. Philox's, tagged)."""
+    if isinstance(state, dict):
+        return {k: _jsonable(v) for k, v in state.items()}
+    if isinstance(state, np.ndarray):
+        return {"__ndarray__": state.tolist(), "dtype": state.dtype.str}
+    if isinstance(state, np.integer):
+        return int(state)
+    return state
+
+
+def _from_jsonable(state):
+    if isinstance(state, dict):
+        if "__ndarray__" in state:
+            return np.array(state["__ndarray__"], dtype=np.dtype(state["dtype"]))
+        return {k: _from_jsonable(v) for k, v in state.items()}
+    return state
+
+
 def _rng_from_state(state: dict) -> np.random.Generator:
     """A Generator whose bit generator (named in the state, e.g. PCG64) holds ``state``."""
+    state = _from_jsonable(state)
     name = state.get("bit_generator") if isinstance(state, dict) else None
     bitgen = getattr(np.random, str(name), None)
     if not (isinstance(bitgen, type) and issubclass(bitgen, np.random.BitGenerator)):
@@ -536,7 +556,8 @@ def _start(target, m, seed, schedule, options, rng) -> DeflationResult:
         raise ValueError("||T - T*||_F is 0 at the initial state: nothing to fit")
     res = DeflationResult(target=target, m=m, seed=seed, schedule=schedule, options=options, W=W,
                           member=np.full(m, -1, dtype=np.int64), armed=np.ones(m, dtype=bool),
-                          beta=float(beta0), epoch=0, t=0.0, rng_state=rng.bit_generator.state)
+                          beta=float(beta0), epoch=0, t=0.0,
+                          rng_state=_jsonable(rng.bit_generator.state))
     res.directions = {"discovered_t": np.full(r, np.nan), "discovered_epoch": np.full(r, -1, np.int64),
                       "fitted_t": np.full(r, np.nan), "fitted_epoch": np.full(r, -1, np.int64)}
     unfitted = np.ones(r, dtype=bool)
@@ -696,7 +717,7 @@ class _Runner:
         res.wall_time += row["wall_time"]
         res.beta = beta * (1.0 - s.gamma)
         res.epoch += 1
-        res.rng_state = self.rng.bit_generator.state
+        res.rng_state = _jsonable(self.rng.bit_generator.state)
         if rn <= s.eps:
             res.status = "recovered"
         elif stalled:
