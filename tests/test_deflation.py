@@ -259,6 +259,27 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
         deflate(target, 30, Schedule(gamma=0.2), seed=3, checkpoint=ck2, resume=True, progress=False)
 
 
+def test_a_run_stopped_at_max_epochs_can_be_extended(tmp_path):
+    target = tdflow.Target.orthogonal(12, span_weights(5))
+    full = deflate(target, 30, seed=3, progress=False)
+    ck = tmp_path / "short.npz"
+    short = deflate(target, 30, Schedule(max_epochs=2), seed=3, checkpoint=ck, progress=False)
+    assert short.status == "max-epochs"
+    longer = tdflow.resume(ck, max_epochs=100, progress=False)
+    _same(full, longer)
+    assert not any(w.startswith("stopped (max-") for w in longer.warnings)
+    # the same through deflate(..., resume=True) with the new limit in the schedule
+    ck2 = tmp_path / "short2.npz"
+    deflate(target, 30, Schedule(max_epochs=2), seed=3, checkpoint=ck2, progress=False)
+    _same(full, deflate(target, 30, Schedule(), seed=3, checkpoint=ck2, resume=True, progress=False))
+    # the CLI: --resume with a larger --max-epochs
+    out = tmp_path / "cli.npz"
+    args = ["deflate", "--d", "12", "--r", "5", "--m", "30", "--seed", "3", "--out", str(out), "--quiet"]
+    assert cli.main(args + ["--max-epochs", "2"]) == 1
+    assert cli.main(args + ["--resume"]) == 0
+    _same(full, DeflationResult.load(out))
+
+
 def test_killed_write_leaves_the_old_file(small_run, tmp_path, monkeypatch):
     path = small_run.save(tmp_path / "run.npz")
     before = path.read_bytes()

@@ -484,7 +484,9 @@ def deflate(
         Save the result there (atomically) every ``checkpoint_every`` epochs and at the end.
     resume : bool
         If ``checkpoint`` exists, continue from it; it must hold the same target, ``m``, seed,
-        schedule and integrator options (``ValueError`` otherwise).
+        schedule and integrator options (``ValueError`` otherwise). The schedule's
+        ``max_epochs`` and ``max_time`` may differ: the new limits apply, and a run that
+        stopped at its old limit goes on.
     progress : bool, optional
         A bar over epochs; by default only on a terminal.
     callback : callable, optional
@@ -515,18 +517,40 @@ def deflate(
     if resume and checkpoint is not None and Path(checkpoint).exists():
         res = DeflationResult.load(checkpoint)
         _check_same_run(res, target, m, int(seed_value), schedule, options, checkpoint)
+        _set_limits(res, schedule)
     else:
         res = _start(target, m, int(seed_value), schedule, options, rng)
     return _run(res, checkpoint, checkpoint_every, progress, callback)
 
 
-def resume(path, *, checkpoint=None, checkpoint_every: int = 1, progress: Optional[bool] = None,
+def resume(path, *, max_epochs: Optional[int] = None, max_time: Optional[float] = None,
+           checkpoint=None, checkpoint_every: int = 1, progress: Optional[bool] = None,
            callback: Optional[Callable[[DeflationResult], None]] = None) -> DeflationResult:
     """Continue the run saved in ``path`` (checkpointing to ``checkpoint``, default ``path``)
-    until it finishes; a finished run is returned as it is."""
+    until it finishes; a finished run is returned as it is.
+
+    ``max_epochs`` / ``max_time`` replace the schedule's limits, so a run that stopped at a
+    limit can be extended; the result equals a run started with the new limits.
+    """
     res = DeflationResult.load(path)
+    changes = {k: v for k, v in (("max_epochs", max_epochs), ("max_time", max_time)) if v is not None}
+    if changes:
+        _set_limits(res, dataclasses.replace(res.schedule, **changes))
     return _run(res, path if checkpoint is None else checkpoint,
                 positive_int(checkpoint_every, "checkpoint_every"), progress, callback)
+
+
+def _set_limits(res: DeflationResult, schedule: Schedule) -> None:
+    """Adopt the limits of ``schedule``; re-open a run that stopped only at an old limit."""
+    res.schedule = schedule
+    if res.status in ("max-epochs", "max-time"):
+        cut = res.n_epochs and res.epochs["t_end"][-1] < (
+            res.epochs["t_start"][-1] + res.epochs["t1"][-1] + res.epochs["t2"][-1]) - 1e-12
+        if res.status == "max-time" and cut:
+            return  # the last epoch was cut short: it cannot be continued bitwise
+        if res.epoch < schedule.max_epochs and res.t < schedule.max_time:
+            res.status = "running"
+            res.warnings = [w for w in res.warnings if not w.startswith("stopped (max-")]
 
 
 def _check_same_run(res, target, m, seed, schedule, options, path):
@@ -538,7 +562,8 @@ def _check_same_run(res, target, m, seed, schedule, options, path):
         diffs.append(f"m ({res.m} vs {m})")
     if res.seed != seed:
         diffs.append(f"seed ({res.seed} vs {seed})")
-    if res.schedule != schedule:
+    limits = dict(max_epochs=schedule.max_epochs, max_time=schedule.max_time)
+    if dataclasses.replace(res.schedule, **limits) != schedule:
         diffs.append("schedule")
     if res.options != options:
         diffs.append("integrator options")
