@@ -719,12 +719,12 @@ class _Runner:
                 joined=np.full(n_new, -1)))
         else:
             n_new, labels = 0, np.zeros(0, np.int64)
-        stalled = n_new == 0 and unfitted.any() and not cut
         if t2 > 0:
             self.phase(t2, 2)
         check = check.merge(self.prop1(fitted_before))
         now = res.fitted_now
         rn = float(res.records["residual_norm"][-1])
+        stalled = n_new == 0 and not now.all() and not cut
         row = dict(
             beta=beta, t_start=t_start, t1=t1, t2=t2, t_end=res.t, n_redrawn=n_new,
             n_joined=res.events["column"].size - n_ev0,
