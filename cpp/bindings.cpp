@@ -15,6 +15,7 @@
 #include "tdflow/cp_tensor.hpp"
 #include "tdflow/flow.hpp"
 #include "tdflow/integrate.hpp"
+#include "tdflow/events.hpp"
 #include "tdflow/threads.hpp"
 #include "tdflow/linear.hpp"
 
@@ -475,6 +476,62 @@ struct PyDeepLinearFlow {
     return out;
   }
 };
+
+// GradientFlow.integrate plus the S_i membership check of events.hpp after every accepted step
+// (and once on the initial state). `armed` (m booleans) marks the watched columns; the result
+// adds the join events and the armed mask after the run.
+py::dict integrate_joins_py(PyDeflationFlow& self, py::handle W0, double t0, py::handle t_eval,
+                            const std::string& method, double h, double rtol, double atol,
+                            double h_max, long max_steps, bool save_norms, bool save_states,
+                            py::handle armed_obj, double delta1, double alpha,
+                            std::optional<py::function> progress, double progress_interval) {
+  Mat W = self.state(W0, "W0");
+  const RunArgs args(t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms, save_states);
+  FArray armed_arr = as_real_array(armed_obj, "armed", 1, W.cols());
+  if (!(delta1 > 0) || !std::isfinite(delta1)) throw py::value_error("delta1 must be finite and > 0");
+  if (!(alpha > 0 && alpha < 1)) throw py::value_error("alpha must lie in (0, 1)");
+  std::vector<char> armed(W.cols());
+  for (Index k = 0; k < W.cols(); ++k) armed[k] = armed_arr.data()[k] != 0.0;
+  const Target& target = self.flow.target();
+  JoinDetector detector(target.U, target.basis, delta1, alpha, std::move(armed));
+  Records rec;
+  Ticker ticker(std::move(progress), progress_interval);
+  {
+    py::gil_scoped_release release;
+    detector.check(args.t0, W);
+    auto hook = [&](double t, const Mat& Wt) { detector.check(t, Wt); };
+    auto base_tick = [&](double t) { return ticker(t); };
+    rec.outcome = tdflow::integrate(
+        self.flow, args.method, W, args.t0, args.t_eval, args.opt,
+        [&](double t, const Mat& Wt) { rec.observe(self.flow, args, t, Wt); },
+        after_each_step(W, hook, base_tick));
+  }
+  if (rec.outcome.status == Status::Finished) ticker.call(rec.outcome.t);
+  py::dict out = rec.to_dict(args, W, target.rank());
+  out["error"] = ticker.error();
+  const auto& ev = detector.events();
+  const py::ssize_t n = static_cast<py::ssize_t>(ev.size());
+  py::array_t<long long> cols(n), dirs(n);
+  py::array_t<double> times(n), norms(n), aligns(n);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    cols.mutable_at(i) = ev[i].column;
+    dirs.mutable_at(i) = ev[i].direction;
+    times.mutable_at(i) = ev[i].t;
+    norms.mutable_at(i) = ev[i].norm;
+    aligns.mutable_at(i) = ev[i].alignment;
+  }
+  out["event_column"] = cols;
+  out["event_direction"] = dirs;
+  out["event_t"] = times;
+  out["event_norm"] = norms;
+  out["event_alignment"] = aligns;
+  py::array_t<bool> armed_out(W.cols());
+  for (Index k = 0; k < W.cols(); ++k) armed_out.mutable_at(k) = detector.armed()[k] != 0;
+  out["armed"] = armed_out;
+  out["n_checks"] = detector.checks();
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, mod) {
@@ -533,4 +590,13 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("h_max"), py::arg("max_steps"), py::arg("save_products"),
            py::arg("save_imbalances"), py::arg("save_states"), py::arg("progress"),
            py::arg("progress_interval"));
+
+  mod.def("integrate_joins", &integrate_joins_py, py::arg("flow"), py::arg("W0"), py::arg("t0"),
+          py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
+          py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"),
+          py::arg("armed"), py::arg("delta1"), py::arg("alpha"), py::arg("progress"),
+          py::arg("progress_interval"),
+          "DeflationFlow.integrate plus the S_i membership check (Ge et al. 2021, Definition 1) "
+          "after every accepted step: a watched column joins S_i at the first step where "
+          "||w|| >= delta1 and <w,u_i>^2/||w||^2 >= 1 - alpha^2.");
 }

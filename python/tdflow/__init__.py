@@ -49,3 +49,8 @@ __all__ += [
     "PowerResult", "VariantState", "lazy_features", "lazy_fit", "lazy_sweep", "run_comparison",
     "symmetric_dim", "tensor_power_method", "variant_gradient", "variant_loss", "variant_model",
 ]
+
+from . import analysis  # noqa: E402
+from .deflation import DeflationResult, Schedule, deflate, resume  # noqa: E402
+
+__all__ += ["DeflationResult", "Schedule", "analysis", "deflate", "resume"]

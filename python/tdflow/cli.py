@@ -65,6 +65,176 @@ def _compare(args) -> int:
     return 0
 
 
+SCHEDULE_OPTIONS = (
+    ("delta0", float, "initialisation / re-draw radius"),
+    ("delta1", float, "re-draw threshold and S_i norm threshold"),
+    ("alpha", float, "S_i alignment: wbar_i^2 >= 1 - alpha^2"),
+    ("gamma", float, "beta <- beta (1 - gamma) each epoch"),
+    ("lam", float, "weight decay lambda"),
+    ("eps", float, "stop when ||T - T*||_F <= eps"),
+    ("c1", float, "t1 = c1 d / (beta log d)"),
+    ("c2", float, "t2 = c2 (log 1/delta1 + log 1/lam) / beta"),
+    ("max_epochs", int, "maximum number of epochs"),
+    ("max_time", float, "maximum simulated time"),
+    ("fit_tol", float, "fitted when a_i - a_hat_i <= fit_tol (default max(2 lam, eps))"),
+    ("margin", float, "Definition 2 near-tie factor"),
+)
+PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geo", span=30.0, seed=0, order=4,
+                        target="basis", method="dopri5", rtol=1e-7, n_records=41)
+
+
+def _read_toml(path) -> dict:
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:  # pragma: no cover - Python 3.9/3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError("reading a TOML file on Python < 3.11 needs the 'tomli' package: "
+                              "python -m pip install tomli") from None
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as err:
+        raise ValueError(f"cannot read the config file {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from None
+    unknown = sorted(set(data) - {"schedule", "problem"})
+    if unknown:
+        raise ValueError(f"{path}: unknown tables {unknown}; expected [schedule] and [problem]")
+    problem = data.get("problem", {})
+    bad = sorted(set(problem) - set(PROBLEM_DEFAULTS))
+    if bad:
+        raise ValueError(f"{path}: unknown [problem] keys {bad}; known: {sorted(PROBLEM_DEFAULTS)}")
+    return data
+
+
+def _weights(kind: str, r: int, span: float):
+    import math
+
+    from .target import geometric_weights, power_law_weights, uniform_weights
+
+    if span < 1:
+        raise ValueError(f"span must be >= 1, got {span}")
+    if kind == "geo":
+        return geometric_weights(r, span ** (1.0 / max(r - 1, 1)))
+    if kind == "pow":
+        return power_law_weights(r, math.log(span) / math.log(r) if r > 1 else 0.0)
+    if kind == "uniform":
+        return uniform_weights(r)
+    raise ValueError(f"spectrum must be 'geo', 'pow' or 'uniform', got {kind!r}")
+
+
+def _deflate(args) -> int:
+    from .deflation import Schedule, deflate
+    from .target import Target
+    from .threads import set_num_threads
+
+    if args.threads:
+        set_num_threads(args.threads)
+    config = _read_toml(args.config) if args.config else {}
+    prob = dict(PROBLEM_DEFAULTS, **config.get("problem", {}))
+    for key in PROBLEM_DEFAULTS:
+        if getattr(args, key) is not None:
+            prob[key] = getattr(args, key)
+    sched = dict(config.get("schedule", {}))
+    for name, _, _ in SCHEDULE_OPTIONS:
+        if getattr(args, name) is not None:
+            sched[name] = getattr(args, name)
+    if args.theory:
+        schedule = Schedule.theory(prob["d"], sched.pop("eps", 0.01), **sched)
+    else:
+        schedule = Schedule.from_dict(sched)
+    a = _weights(prob["spectrum"], prob["r"], prob["span"])
+    if prob["target"] == "basis":
+        target = Target.orthogonal(prob["d"], a, order=prob["order"])
+    elif prob["target"] == "rotation":
+        target = Target.random_rotation(prob["d"], a, rng=prob["seed"] + 10_000, order=prob["order"])
+    else:
+        raise ValueError(f"target must be 'basis' or 'rotation', got {prob['target']!r}")
+    out = Path(args.out)
+    res = deflate(target, prob["m"], schedule, prob["seed"], method=prob["method"],
+                  rtol=prob["rtol"], n_records=prob["n_records"], checkpoint=out,
+                  checkpoint_every=args.checkpoint_every, resume=args.resume,
+                  progress=False if args.quiet else None)
+    print(res.summary())
+    print(f"result: {out}")
+    return 0 if res.status == "recovered" else 1
+
+
+def _plot(args) -> int:
+    import json
+
+    import numpy as np
+
+    from . import io
+
+    path = Path(args.result)
+    if not path.exists():
+        raise ValueError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            kind = json.loads(str(data["__meta__"])).get("kind") if "__meta__" in data.files else None
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable tdflow result file: {err}") from None
+    out = Path(args.out) if args.out else path.parent
+    png = out / (path.stem + ".png")
+    if kind == "deflation":
+        from .deflation import DeflationResult
+        from .plot import plot_deflation
+
+        plot_deflation(DeflationResult.load(path), png)
+    elif kind == "figure1":
+        from .figure1 import Figure1Result
+        from .plot import plot_figure1
+
+        plot_figure1(Figure1Result.load(path), png)
+    else:
+        io.load_npz(path, kind="deflation")  # raises the precise error
+        raise ValueError(f"{path}: nothing to plot")  # pragma: no cover
+    print(f"figure: {png}")
+    return 0
+
+
+def _add_deflate_parsers(sub) -> None:
+    p = sub.add_parser("deflate", help="run Algorithm 2 of the deflation paper (epochs + re-draws)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Algorithm 2 (Ge et al. 2021) on an orthogonal target. Options "
+                       "left out come from --config (TOML tables [problem] and [schedule]), then "
+                       "from the defaults (tdflow.Schedule()). Exit status 0 when recovered, 1 "
+                       "when the run stopped otherwise, 2 on bad input.")
+    p.add_argument("--config", help="TOML file with [problem] and [schedule] tables")
+    p.add_argument("--out", default="deflation.npz",
+                   help="result file, also the checkpoint (written atomically after every epoch)")
+    p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints")
+    p.add_argument("--theory", action="store_true",
+                   help="Schedule.theory(d, eps) (Theorem 1, constants = 1) instead of the defaults")
+    g = p.add_argument_group("problem (defaults: " + ", ".join(f"{k}={v}" for k, v in PROBLEM_DEFAULTS.items()) + ")")
+    g.add_argument("--d", type=int, help="dimension")
+    g.add_argument("--r", type=int, help="number of target directions")
+    g.add_argument("--m", type=int, help="number of columns")
+    g.add_argument("--spectrum", choices=("geo", "pow", "uniform"), help="weight spectrum (sum 1)")
+    g.add_argument("--span", type=float, help="a_max / a_min of the spectrum")
+    g.add_argument("--target", choices=("basis", "rotation"), help="orthogonal target frame")
+    g.add_argument("--order", type=int, help="tensor order l")
+    g.add_argument("--seed", type=int, help="random seed of the run")
+    g.add_argument("--method", choices=("euler", "rk4", "dopri5"), help="integrator")
+    g.add_argument("--rtol", type=float, help="dopri5 relative tolerance")
+    g.add_argument("--n-records", type=int, help="recording times per phase")
+    g = p.add_argument_group("schedule (defaults: tdflow.Schedule())")
+    for name, typ, text in SCHEDULE_OPTIONS:
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, help=text)
+    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_deflate)
+
+    p = sub.add_parser("plot", help="figures of a saved result (deflation or fig1)")
+    p.add_argument("result", help="a .npz written by tdflow deflate / tdflow fig1")
+    p.add_argument("--out", help="output folder (default: next to the result)")
+    p.set_defaults(func=_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", choices=("m", "work"), default="m", help="the figure's x axis")
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: default)")
     p.set_defaults(func=_compare)
+
+    _add_deflate_parsers(sub)
     return parser
 
 

@@ -65,3 +65,67 @@ def plot_figure1(result, path=None, *, seed_index: int = 0):
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return fig
+
+
+def plot_deflation(result, path=None):
+    """Four panels of a :class:`tdflow.DeflationResult`: ``||T - T*||_F`` (log scale) with the
+    epoch boundaries (dotted) and ``eps``; the per-direction residuals ``(T* - T)(u_i^{(x)l})``
+    with the epoch boundaries and each direction's fit time (dots); ``â_i(t)`` against the
+    weights ``a_i`` (dashed); the final ``â_i`` against ``a_i`` (log-log, diagonal = exact).
+    Returns the Figure; saves it when ``path`` is given."""
+    plt = _pyplot()
+    rec, a = result.records, np.asarray(result.target.a)
+    r = a.size
+    t = rec["t"]
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, r))
+    bounds = result.epochs["t_end"]
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), constrained_layout=True)
+
+    def epochs(ax):
+        for tb in bounds:
+            ax.axvline(tb, color="0.6", ls=":", lw=0.8)
+
+    ax = axes[0]
+    ax.semilogy(t, np.maximum(rec["residual_norm"], 1e-300), color="k", lw=1.2)
+    ax.axhline(result.schedule.eps, color="tab:red", ls="--", lw=1, label=f"eps = {result.schedule.eps:g}")
+    epochs(ax)
+    ax.set(xlabel="t", ylabel=r"$\|T - T^*\|_F$", title=f"Residual, {result.n_epochs} epochs (dotted)")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    for i in range(r):
+        ax.plot(t, rec["directional_residual"][:, i], color=colors[i], lw=1.4,
+                label=fr"$i={i}$, $a_i={a[i]:.3g}$" if r <= 12 else None)
+        ft = result.directions["fitted_t"][i]
+        if np.isfinite(ft):
+            ax.plot([ft], [np.interp(ft, t, rec["directional_residual"][:, i])], "o", color=colors[i], ms=4)
+    epochs(ax)
+    ax.set(xlabel="t", ylabel=r"$(T^* - T)(u_i^{\otimes l})$",
+           title="Per-direction residuals (dots: fitted)")
+    if r <= 12:
+        ax.legend(fontsize=7)
+
+    ax = axes[2]
+    for i in range(r):
+        ax.plot(t, rec["a_hat"][:, i], color=colors[i], lw=1.4)
+        ax.axhline(a[i], color=colors[i], ls="--", lw=0.8)
+    epochs(ax)
+    ax.set(xlabel="t", ylabel=r"$\hat a_i = \sum_{k \in S_i} \|w_k\|^2$",
+           title=r"$\hat a_i(t)$ and $a_i$ (dashed)")
+
+    ax = axes[3]
+    ah = np.maximum(result.a_hat, 1e-6 * a.max())
+    ax.loglog(a, ah, "o", color="k")
+    lo, hi = min(a.min(), ah.min()) / 1.5, max(a.max(), ah.max()) * 1.5
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8)
+    ax.set(xlabel=r"$a_i$", ylabel=r"final $\hat a_i$", title=r"$\hat a_i$ against $a_i$",
+           xlim=(lo, hi), ylim=(lo, hi))
+    p = result.target
+    fig.suptitle(f"Algorithm 2: d={p.dim}, r={p.rank}, m={result.m}, seed {result.seed}, "
+                 f"status {result.status}, lam={result.schedule.lam:g}, gamma={result.schedule.gamma:g}")
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig

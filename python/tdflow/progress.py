@@ -30,3 +30,25 @@ def tqdm_replicas(n: int, enabled: Optional[bool] = None):
     """A bar over ``n`` replicas (a context manager with ``update(k)``)."""
     return tqdm(total=n, desc="replicas", unit="run", leave=False,
                 disable=False if enabled else (None if enabled is None else True))
+
+
+@contextlib.contextmanager
+def epoch_bar(total: int, initial: int = 0, *, enabled: Optional[bool] = None):
+    """Yields ``update(result)`` that advances a bar over the epochs of a deflation run and shows
+    its residual and discovered/fitted counts; shown only on a terminal unless ``enabled``."""
+    bar = tqdm(total=total, initial=initial, desc="epochs", unit="epoch", leave=False,
+               disable=False if enabled else (None if enabled is None else True))
+
+    def update(res) -> None:
+        if bar.disable:
+            return
+        e = res.epochs
+        bar.n = res.epoch
+        bar.set_postfix_str(f"t={res.t:.0f} |T-T*|={e['residual_norm'][-1]:.2e} "
+                            f"disc={e['n_discovered'][-1]} fit={e['n_fitted'][-1]}")
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()

@@ -3,6 +3,8 @@
 // A system is any object with  void rhs(const Mat& W, Mat& dW)  (autonomous flows on d x m
 // states). `observe(t, W)` is called at each requested time; `tick(t)` after every step, and
 // returning true stops the run (Python uses it for progress bars and Ctrl-C).
+// When tick(t) runs, W (the caller's state, held by reference) already holds the accepted state
+// at t: events.hpp relies on this to check every accepted step.
 //
 // Methods: explicit Euler, classic RK4 (fixed step, shortened so that every recording time is
 // hit exactly) and Dormand-Prince 5(4) with error control and its 4th-order dense output for
