@@ -1,6 +1,5 @@
 """Algorithm 2 (tdflow.deflate): recovery, fit order, epochs of discovery, failure modes,
 files, checkpoint/resume and the command line."""
-import dataclasses
 import math
 
 import numpy as np

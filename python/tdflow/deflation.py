@@ -683,7 +683,7 @@ class _Runner:
         res, s = self.res, self.res.schedule
         start_wall = time.perf_counter()
         self.steps = self.rhs = 0
-        d, r = res.target.dim, res.target.rank
+        d = res.target.dim
         beta, t_start = res.beta, res.t
         t1, t2 = s.t1(beta, d), s.t2(beta)
         cut = False
