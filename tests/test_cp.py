@@ -36,8 +36,8 @@ def test_small_against_dense_arrays(rng, order, d, k, m):
 
 @pytest.mark.parametrize("order", ORDERS + [6, 9])
 def test_large_against_reference(rng, order):
-    # sizes beyond one 256 x 128 block exercise the blocking and the OpenMP split
-    d, k, m = 12, 300, 270
+    # sizes beyond one 1024 x 256 Gram block exercise the blocking and the OpenMP split
+    d, k, m = 12, 1100, 300
     Z, c = random_cp(rng, d, k)
     Z /= np.linalg.norm(Z, axis=0)
     V, U = rng.standard_normal((d, m)), rng.standard_normal((d, m))

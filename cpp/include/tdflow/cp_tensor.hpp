@@ -25,9 +25,17 @@ using Vec = Eigen::VectorXd;
 using MatMap = Eigen::Map<const Mat>;
 using VecMap = Eigen::Map<const Vec>;
 
-// Block sizes: a 256 x 128 Gram block (256 KiB) stays in L2 between its two GEMMs.
-constexpr Index kRowBlock = 256;
-constexpr Index kColBlock = 128;
+// Block sizes (overridable at compile time): a 1024 x 256 Gram block (2 MiB) amortises the
+// packing of both GEMMs; measured on a 2-core AVX-512 machine, 1024 x 256 reached 40 GFLOP/s on
+// one core against 28 for 256 x 128 (d = 100, m = 4000).
+#ifndef TDFLOW_ROW_BLOCK
+#define TDFLOW_ROW_BLOCK 1024
+#endif
+#ifndef TDFLOW_COL_BLOCK
+#define TDFLOW_COL_BLOCK 256
+#endif
+constexpr Index kRowBlock = TDFLOW_ROW_BLOCK;
+constexpr Index kColBlock = TDFLOW_COL_BLOCK;
 
 // One part of a CP tensor: components Z (d x k, columns z_j) with coefficients c (k).
 // `basis` marks Z = the first k standard basis vectors, whose Gram rows are just rows of V.
