@@ -46,7 +46,7 @@ def main():
         fast = flow.rhs(W)
         n_active = flow._core.n_active
         if m <= 3000:
-            np.testing.assert_allclose(fast, numpy_rhs(target.U, target.a, W), rtol=1e-9, atol=1e-18)
+            np.testing.assert_allclose(fast, numpy_rhs(target.U, target.a, W), rtol=1e-9, atol=1e-14)  # fitted columns: dW is rounding
         t = best_time(lambda: flow.rhs(W), repeat=5, number=max(1, 20000 // m))
         base = base or (m, t)
         t_exact = best_time(lambda: exact.rhs(W), repeat=2) if m <= 30000 else float("nan")
