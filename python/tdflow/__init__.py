@@ -38,3 +38,6 @@ __all__ = [
     "sphere",
     "uniform_weights",
 ]
+
+from .sweep import sweep  # noqa: E402  (imports dask only when a sweep runs)
+__all__ += ["sweep"]
