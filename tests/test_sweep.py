@@ -214,13 +214,17 @@ def test_register_a_kind_with_one_line(client, tmp_path, monkeypatch):
         x = np.random.default_rng(seed).standard_normal(params["n"])
         if params["n"] == 3:
             raise RuntimeError("three is not allowed")
-        return {"epochs": params["n"], "final_error": float(x @ x)}, {"x": x}
+        import tdflow
+
+        return {"epochs": params["n"], "final_error": float(x @ x),
+                "omp_threads": tdflow.get_num_threads()}, {"x": x}
 
     register_kind("toy", toy, {"n": 1})
     res = sweep({"kind": "toy", "seeds": [7], "grid": {"n": [2, 3]}}, tmp_path, client=client, verbose=False)
     ok, bad = res.rows
     x = np.random.default_rng(7).standard_normal(2)
     assert ok["status"] == "ok" and ok["epochs"] == 2 and ok["final_error"] == float(x @ x)
+    assert ok["omp_threads"] == 1
     assert bad["status"] == "error" and bad["error"] == "RuntimeError: three is not allowed"
 
 
@@ -267,3 +271,15 @@ def test_toml_needs_tomli_before_python_311(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tomli", None)
     with pytest.raises(ImportError, match="python -m pip install tomli"):
         parse_spec(path)
+
+
+def test_worker_environment(client):
+    def env():
+        import os
+
+        return os.environ.get("OMP_NUM_THREADS"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+    # one OpenMP thread per single-threaded worker; no forced malloc trimming (slows runs 2x)
+    assert set(client.run(env).values()) == {("1", None)}
+    assert all(w["nthreads"] == 1 for w in client.scheduler_info()["workers"].values())
+    assert all(a.startswith("tcp://127.0.0.1:") for a in client.scheduler_info()["workers"])
