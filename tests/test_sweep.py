@@ -1,7 +1,9 @@
 """Parameter sweeps on a real dask.distributed LocalCluster (2 worker processes, 127.0.0.1 only)."""
 import csv
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -283,3 +285,30 @@ def test_worker_environment(client):
     assert set(client.run(env).values()) == {("1", None)}
     assert all(w["nthreads"] == 1 for w in client.scheduler_info()["workers"].values())
     assert all(a.startswith("tcp://127.0.0.1:") for a in client.scheduler_info()["workers"])
+
+
+def test_sigkill_part_way_and_resume(client, tmp_path):
+    """A client killed with SIGKILL in the middle of a sweep loses none of the finished runs."""
+    spec = tmp_path / "kill.toml"
+    spec.write_text('kind = "flow"\nseeds = 8\n[fixed]\nd = 20\nm = 150\nr = 5\nt_end = 250\n'
+                    'n_records = 51\n')
+    out = tmp_path / "kill"
+    cmd = [sys.executable, "-m", "tdflow", "sweep", str(spec), "--scheduler", client.scheduler.address,
+           "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and not list((out / "runs").glob("*.npz")):
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = mtimes(out)
+    assert len(before) >= 1
+    for name in before:
+        io.load_npz(out / "runs" / name, kind=FILE_KIND)  # complete files only, never torn
+    res = sweep(spec, out, client=client, verbose=False)
+    assert res.skipped == len(before) and res.ran == 8 - len(before) and res.errors == 0
+    assert all(mtimes(out)[k] == v for k, v in before.items())
+    for run, row in zip(parse_spec(spec).runs, res.rows):
+        direct = run_one("flow", run.params, run.seed)["row"]
+        np.testing.assert_equal({k: row[k] for k in direct}, direct)

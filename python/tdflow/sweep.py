@@ -469,7 +469,8 @@ def _read_result(path: Path, run: Run) -> Optional[dict]:
         _, meta = io.load_npz(path, kind=FILE_KIND)
     except (FileNotFoundError, ValueError):
         return None
-    if meta.get("id") != run.id or meta.get("kind") != run.kind or meta.get("seed") != run.seed:
+    if (meta.get("id") != run.id or meta.get("kind") != run.kind or meta.get("seed") != run.seed
+            or meta.get("params") != run.params):
         return None
     return meta
 
