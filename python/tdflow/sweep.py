@@ -26,6 +26,7 @@ Spec format (TOML, or the same structure as a dict)
     kind = "flow"            # a registered run kind (see KINDS)
     seeds = 5                # seeds 0..4; or an explicit list, e.g. [0, 7, 11]
     threads = 1              # optional: OpenMP threads per run (default 1)
+    name = "m and lambda"    # optional label, kept in OUT/spec.json
 
     [fixed]                  # parameters shared by every run
     d = 10
@@ -66,6 +67,9 @@ where ``run_deflate(params, seed)`` calls ``tdflow.deflate(target, m, schedule, 
 returns ``({"recovered": ..., "epochs": ..., "final_error": ..., "t_final": ...}, arrays)``. The
 function travels to the workers with each task (module-level functions by reference, others
 by value), so a kind registered in a script works on any cluster that can import tdflow.
+
+``tdflow.sweep`` (the attribute) is the function :func:`sweep`; import the rest of this module
+with ``from tdflow.sweep import register_kind, parse_spec, run_one, ...``.
 """
 from __future__ import annotations
 
@@ -550,6 +554,10 @@ def write_summary(out, rows: Sequence[dict]) -> List[Path]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
+        try:  # a Parquet file from an earlier invocation would no longer match the CSV
+            (out / "summary.parquet").unlink()
+        except FileNotFoundError:
+            pass
         return paths
 
     def cell(v):
