@@ -54,3 +54,6 @@ from . import analysis  # noqa: E402
 from .deflation import DeflationResult, Schedule, deflate, resume  # noqa: E402
 
 __all__ += ["DeflationResult", "Schedule", "analysis", "deflate", "resume"]
+
+from .sweep import sweep  # noqa: E402  (imports dask only when a sweep runs)
+__all__ += ["sweep"]

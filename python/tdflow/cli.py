@@ -235,6 +235,21 @@ def _add_deflate_parsers(sub) -> None:
     p.set_defaults(func=_plot)
 
 
+def _sweep(args) -> int:
+    from .sweep import sweep
+
+    try:
+        result = sweep(args.spec, args.out, scheduler=args.scheduler, workers=args.workers,
+                       max_runs=args.max_runs, dashboard=not args.no_dashboard,
+                       progress=False if args.quiet else None)
+    except KeyboardInterrupt:
+        print("tdflow sweep: interrupted; finished runs are kept, run the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(result.report())
+    return 1 if result.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -294,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_compare)
 
     _add_deflate_parsers(sub)
+
+    p = sub.add_parser("sweep", help="a grid of runs x seeds on dask.distributed (local cluster by default)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("spec", help="TOML spec (see python -m pydoc tdflow.sweep)")
+    p.add_argument("--out", default=None, help="output folder (default: the spec path without .toml)")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://host:port")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
+    p.add_argument("--max-runs", type=int, default=None, help="run at most this many pending runs now")
+    p.add_argument("--no-dashboard", action="store_true", help="no Dask dashboard for the local cluster")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_sweep)
     return parser
 
 
