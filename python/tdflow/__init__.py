@@ -12,48 +12,34 @@ except ImportError as err:  # pragma: no cover - only when the extension is miss
         "without building does not work."
     ) from err
 
+from . import analysis
+from .beyond_lazy import BeyondLazy, BeyondLazyResult, VariantState, variant_gradient, variant_loss, variant_model
+from .compare import Comparison, ComparisonRow, run_comparison
 from .cp import CPTensor
+from .deflation import DeflationResult, Schedule, deflate, resume
 from .flow import GradientFlow, IntegrationError, Trajectory
+from .lazy import LazyFit, LazySweep, lazy_features, lazy_fit, lazy_sweep, symmetric_dim
 from .linear import DeepLinearFlow, LinearTrajectory, RateBound
+from .power import PowerResult, tensor_power_method
 from .sampling import sphere
+from .sweep import sweep  # imports dask only when a sweep runs
 from .target import Target, geometric_weights, power_law_weights, uniform_weights
 from .threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CPTensor",
-    "DeepLinearFlow",
-    "GradientFlow",
-    "IntegrationError",
-    "LinearTrajectory",
-    "RateBound",
-    "Target",
-    "Trajectory",
-    "geometric_weights",
-    "get_num_threads",
-    "num_threads",
-    "power_law_weights",
-    "set_num_threads",
-    "sphere",
-    "uniform_weights",
+    # tensors, targets, initial states
+    "CPTensor", "Target", "geometric_weights", "power_law_weights", "uniform_weights", "sphere",
+    # gradient flow of the deflation model
+    "GradientFlow", "IntegrationError", "Trajectory",
+    # Algorithm 2 and its analysis
+    "DeflationResult", "Schedule", "analysis", "deflate", "resume",
+    # the other systems of the papers
+    "BeyondLazy", "BeyondLazyResult", "VariantState", "variant_gradient", "variant_loss",
+    "variant_model", "PowerResult", "tensor_power_method", "LazyFit", "LazySweep",
+    "lazy_features", "lazy_fit", "lazy_sweep", "symmetric_dim", "Comparison", "ComparisonRow",
+    "run_comparison", "DeepLinearFlow", "LinearTrajectory", "RateBound",
+    # sweeps and threads
+    "sweep", "get_num_threads", "num_threads", "set_num_threads",
 ]
-
-from .beyond_lazy import BeyondLazy, BeyondLazyResult, VariantState, variant_gradient, variant_loss, variant_model
-from .compare import Comparison, ComparisonRow, run_comparison
-from .lazy import LazyFit, LazySweep, lazy_features, lazy_fit, lazy_sweep, symmetric_dim
-from .power import PowerResult, tensor_power_method
-
-__all__ += [
-    "BeyondLazy", "BeyondLazyResult", "Comparison", "ComparisonRow", "LazyFit", "LazySweep",
-    "PowerResult", "VariantState", "lazy_features", "lazy_fit", "lazy_sweep", "run_comparison",
-    "symmetric_dim", "tensor_power_method", "variant_gradient", "variant_loss", "variant_model",
-]
-
-from . import analysis  # noqa: E402
-from .deflation import DeflationResult, Schedule, deflate, resume  # noqa: E402
-
-__all__ += ["DeflationResult", "Schedule", "analysis", "deflate", "resume"]
-
-from .sweep import sweep  # noqa: E402  (imports dask only when a sweep runs)
-__all__ += ["sweep"]
