@@ -174,6 +174,15 @@ const char* status_name(Status s) {
   return "unknown";
 }
 
+// How a run ended, in the result dict of every integrate entry point.
+void put_outcome(py::dict& out, const Outcome& o) {
+  out["status"] = status_name(o.status);
+  out["t_final"] = o.t;
+  out["n_steps"] = o.steps;
+  out["n_rhs"] = o.rhs_evals;
+  out["n_rejected"] = o.rejected;
+}
+
 // Validated stepping options and recording times, shared by every integrate entry point.
 struct StepArgs {
   Method method;
@@ -249,11 +258,7 @@ struct Records {
       out["states"] = s.attr("transpose")(0, 2, 1);
     }
     out["W"] = W;
-    out["status"] = status_name(outcome.status);
-    out["t_final"] = outcome.t;
-    out["n_steps"] = outcome.steps;
-    out["n_rhs"] = outcome.rhs_evals;
-    out["n_rejected"] = outcome.rejected;
+    put_outcome(out, outcome);
     return out;
   }
 };
@@ -467,11 +472,7 @@ struct PyDeepLinearFlow {
       out["states"] = s.attr("transpose")(0, 2, 1);
     }
     out["theta"] = theta;
-    out["status"] = status_name(res.status);
-    out["t_final"] = res.t;
-    out["n_steps"] = res.steps;
-    out["n_rhs"] = res.rhs_evals;
-    out["n_rejected"] = res.rejected;
+    put_outcome(out, res);
     out["error"] = ticker.error();
     return out;
   }

@@ -70,7 +70,7 @@ class Comparison:
         Returns the matplotlib Figure; saves it when ``path`` is given."""
         if x not in ("m", "work"):
             raise ValueError(f"x must be 'm' or 'work', got {x!r}")
-        from .plot import _pyplot
+        from .plot import _pyplot, save_figure
 
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
@@ -89,9 +89,7 @@ class Comparison:
         p = self.params
         ax.set_title(f"d={p['d']}, r={p['r']}, l={p['order']}")
         ax.legend()
-        if path is not None:
-            fig.savefig(path, dpi=130)
-        return fig
+        return save_figure(fig, path, dpi=130)
 
 
 def run_comparison(

@@ -8,7 +8,6 @@ and the drift of the conserved imbalances.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -170,7 +169,7 @@ def plot_linear_comparison(result: LinearComparison, path=None):
     """Two panels: the loss gap ``L(t) - f*`` of every case (log scale) with its guaranteed
     envelope ``gap(0) exp(-bound t)`` dashed, and the instantaneous rate with the bound dotted.
     Returns the Figure; saves it when ``path`` is given."""
-    from .plot import _pyplot
+    from .plot import _pyplot, save_figure
 
     plt = _pyplot()
     n = len(result.names)
@@ -190,9 +189,4 @@ def plot_linear_comparison(result: LinearComparison, path=None):
     axes[1].set_yscale("log")
     axes[1].set(xlabel="t", ylabel=r"$-\frac{d}{dt}\log(L - f^*)$",
                 title="Instantaneous rate (solid) and its lower bound (dotted)")
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
+    return save_figure(fig, path, dpi=120)

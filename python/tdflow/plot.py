@@ -16,6 +16,17 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path=None, *, dpi: int = 120):
+    """Write ``fig`` to ``path`` (creating its folder) and close it; without a path, return it open."""
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return fig
+
+
 def plot_figure1(result, path=None, *, seed_index: int = 0):
     """Three panels: the loss of every seed (log scale), the per-direction residuals
     ``(T* - T)(e_i^4)`` of one seed (the deflation staircase) with the other seeds faint, and
@@ -59,12 +70,7 @@ def plot_figure1(result, path=None, *, seed_index: int = 0):
         f"Gradient flow, d={p.get('d')}, m={p.get('m')}, r={r}, ratio {p.get('ratio')}, "
         f"init radius {p.get('radius'):g}, {p.get('method')}"
     )
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_deflation(result, path=None):
@@ -123,9 +129,4 @@ def plot_deflation(result, path=None):
     p = result.target
     fig.suptitle(f"Algorithm 2: d={p.dim}, r={p.rank}, m={result.m}, seed {result.seed}, "
                  f"status {result.status}, lam={result.schedule.lam:g}, gamma={result.schedule.gamma:g}")
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return save_figure(fig, path, dpi=110)
