@@ -123,6 +123,13 @@ double inner_py(py::handle Z1, py::handle c1, py::handle Z2, py::handle c2, int 
   return inner(a.parts(), b.parts(), order);
 }
 
+double norm_squared_py(py::handle Z, py::handle c, int order) {
+  check_order(order);
+  CPArgs t(Z, c, "Z", "c");
+  py::gil_scoped_release release;
+  return norm_squared(t.parts(), order);
+}
+
 // Calls back into Python at most every `interval` seconds: checks for Ctrl-C and runs the
 // progress callback. Any Python error stops the run and is handed back with the partial result.
 class Ticker {
@@ -556,6 +563,8 @@ PYBIND11_MODULE(_core, mod) {
           "T(v^l) for every column v of V. Returns (m,).");
   mod.def("inner", &inner_py, py::arg("Z1"), py::arg("c1"), py::arg("Z2"), py::arg("c2"),
           py::arg("order"), "<T1, T2> = sum c1_i c2_j <z1_i, z2_j>^l.");
+  mod.def("norm_squared", &norm_squared_py, py::arg("Z"), py::arg("c"), py::arg("order"),
+          "||T||_F^2 from the upper triangle of the Gram matrix, clamped at 0.");
 
   py::class_<PyDeflationFlow>(mod, "DeflationFlow")
       .def(py::init<py::handle, py::handle, int, double, double>(), py::arg("U"), py::arg("a"),

@@ -107,3 +107,16 @@ def test_validation_messages(rng):
         _core.contract(Z, c, np.full((3, 2), np.inf), 4)
     with pytest.raises(TypeError, match="must hold real numbers"):
         _core.contract(Z, c, np.array([["a"]]), 4)
+
+
+@pytest.mark.parametrize("order", [3, 4, 5])
+def test_norm_over_several_blocks_matches_reference(rng, order):
+    # k > 2 column blocks: the symmetric (upper-triangle) evaluation of <T, T> against the full one
+    Z, c = random_cp(rng, 9, 600)
+    Z /= np.linalg.norm(Z, axis=0)
+    T = tdflow.CPTensor(Z, c, order)
+    assert T.norm() ** 2 == pytest.approx(ref.inner(Z, c, Z, c, order), rel=1e-11)
+    with tdflow.num_threads(1):
+        one = T.norm()
+    with tdflow.num_threads(2):
+        assert T.norm() == one

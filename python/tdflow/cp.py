@@ -74,7 +74,7 @@ class CPTensor:
 
     def norm(self) -> float:
         """Frobenius norm; a tiny negative ``<T,T>`` from rounding is reported as 0."""
-        return float(np.sqrt(max(self.inner(self), 0.0)))
+        return float(np.sqrt(_core.norm_squared(self.Z, self.c, self.order)))
 
     def dense(self) -> np.ndarray:
         """The full ``d^l`` array (for testing on small ``d``)."""

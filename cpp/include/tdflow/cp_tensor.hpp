@@ -230,11 +230,60 @@ inline double inner(const Parts& a, const Parts& b, int l) {
   return total;
 }
 
-// ||T||_F^2 = <T, T>. Rounding in the Gram entries limits its absolute accuracy to about
-// l * eps * sum |c_j c_j' <z_j, z_j'>^l|; the true value is >= 0, so a negative result is
-// cancellation and is clamped to 0.
+// <P, P> for one part, using the symmetry of its Gram matrix: only blocks on and above the
+// diagonal are formed (half the work of inner(P, P)). Per-column-block partial sums are added in
+// a fixed order, so the result does not depend on the thread count.
+inline double self_inner(const Part& part, int l) {
+  const Index k = part.rank();
+  if (k == 0) return 0.0;
+  if (part.basis) return part.c.squaredNorm();  // orthonormal components
+  const Index n_blocks = detail::n_col_blocks(k);
+  Vec partial = Vec::Zero(n_blocks);
+  const double work = 0.5 * static_cast<double>(k) * static_cast<double>(k) * part.Z.rows();
+  with_power(l, [&](auto pw) {
+    parallel_blocks(n_blocks, work, [&](Index b) {
+      const Index j0 = b * kColBlock, nj = std::min(kColBlock, k - j0);
+      const auto ZJ = part.Z.middleCols(j0, nj);
+      const double* cj = part.c.data() + j0;
+      Mat G;
+      double sum = 0.0;
+      for (Index k0 = 0; k0 < j0 + nj; k0 += kColBlock) {  // row blocks up to the diagonal
+        const Index nk = std::min(kColBlock, k - k0);
+        G.noalias() = part.Z.middleCols(k0, nk).transpose() * ZJ;
+        const double* ck = part.c.data() + k0;
+        double block = 0.0;
+        if (k0 == j0) {  // diagonal block: upper triangle twice, diagonal once
+          for (Index jj = 0; jj < nj; ++jj) {
+            const double* g = G.col(jj).data();
+            double s = 0.0;
+            for (Index kk = 0; kk < jj; ++kk) s += ck[kk] * pw(g[kk]);
+            block += cj[jj] * (2.0 * s + ck[jj] * pw(g[jj]));
+          }
+        } else {
+          for (Index jj = 0; jj < nj; ++jj) {
+            const double* g = G.col(jj).data();
+            double s = 0.0;
+            for (Index kk = 0; kk < nk; ++kk) s += ck[kk] * pw(g[kk]);
+            block += 2.0 * cj[jj] * s;
+          }
+        }
+        sum += block;
+      }
+      partial[b] = sum;
+    });
+  });
+  return partial.sum();
+}
+
+// ||T||_F^2 = <T, T> = sum_a <P_a, P_a> + 2 sum_{a<b} <P_a, P_b>. Rounding in the Gram entries
+// limits its absolute accuracy to about l * eps * sum |c_j c_j' <z_j, z_j'>^l|; the true value is
+// >= 0, so a negative result is cancellation and is clamped to 0.
 inline double norm_squared(const Parts& parts, int l) {
-  const double v = inner(parts, parts, l);
+  double v = 0.0;
+  for (size_t a = 0; a < parts.size(); ++a) {
+    v += self_inner(parts[a], l);
+    for (size_t b = a + 1; b < parts.size(); ++b) v += 2.0 * inner({parts[a]}, {parts[b]}, l);
+  }
   return std::isfinite(v) ? std::max(v, 0.0) : v;
 }
 
