@@ -248,3 +248,34 @@ def test_cuda_backend_agrees_with_core(rng):
     a = cpu.integrate(W0, (0, 5), method="rk4", h=0.05)
     b = gpu_flow.integrate(W0, (0, 5), method="rk4", h=0.05)
     assert_rel(b.W, a.W, 1e-12)
+
+
+def test_interrupt_keeps_partial_trajectory(rng, monkeypatch):
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    _, tor = pair(tgt)
+    W0 = 0.1 * rng.standard_normal((5, 4))
+    real_rhs, calls = tor._torch.rhs, []
+
+    def rhs(W):
+        calls.append(1)
+        if len(calls) > 41:
+            raise KeyboardInterrupt
+        return real_rhs(W)
+
+    monkeypatch.setattr(tor._torch, "rhs", rhs)
+    with pytest.raises(KeyboardInterrupt) as info:
+        tor.integrate(W0, (0, 1), method="rk4", h=0.01, n_records=11, progress=True)
+    traj = info.value.trajectory
+    assert traj.status == "stopped" and traj.n_steps == 10
+    assert traj.t_final == pytest.approx(0.1) and np.all(np.isfinite(traj.W))
+
+
+def test_missing_torch_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(gpu, "torch", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    for backend in ("cuda", "torch"):
+        with pytest.raises(ImportError, match=r"pip install 'tdflow\[gpu\]'"):
+            tdflow.GradientFlow(tgt, backend=backend)
