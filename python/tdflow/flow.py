@@ -155,7 +155,8 @@ class GradientFlow:
     def residual_norm(self, W) -> float:
         """``||T - T*||_F``; never negative (rounding limits it to about ``sqrt(l eps) ||T*||_F``)."""
         if self._torch is not None:
-            return float(np.sqrt(self._torch.residual_norm_squared(self._torch.to_device(self._state(W)))))
+            tf = self._torch
+            return float(np.sqrt(tf.residual_norm_squared(tf.to_device(self._state(W)))))
         return float(self._core.residual_norm(W))
 
     def directional_residual(self, W) -> np.ndarray:
