@@ -279,3 +279,40 @@ def test_missing_torch_is_a_clear_error(monkeypatch):
     for backend in ("cuda", "torch"):
         with pytest.raises(ImportError, match=r"pip install 'tdflow\[gpu\]'"):
             tdflow.GradientFlow(tgt, backend=backend)
+
+
+def test_deflate_on_torch_backend_agrees_with_core():
+    """Algorithm 2 with the flow on torch: same S_i events, epochs and fit order."""
+    tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, ratio=1.5))
+    a = tdflow.deflate(tgt, m=20, seed=1)
+    b = tdflow.deflate(tgt, m=20, seed=1, backend="torch")
+    assert b.status == a.status == "recovered" and b.n_epochs == a.n_epochs
+    np.testing.assert_array_equal(b.fit_order, a.fit_order)
+    for key in a.events:
+        np.testing.assert_allclose(b.events[key], a.events[key], rtol=1e-8)
+    for key in a.directions:
+        np.testing.assert_allclose(b.directions[key], a.directions[key], rtol=1e-8)
+    assert_rel(b.W, a.W, 1e-8)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tdflow.deflate(tgt, m=20, seed=1, backend="gpu")
+
+
+def test_join_events_general_target(rng):
+    tgt = tdflow.Target.random_rotation(8, tdflow.geometric_weights(3, 1.5), rng)
+    cpu, tor = pair(tgt, lam=1e-3)
+    W0 = tdflow.sphere(8, 10, 1e-2, 3)
+    armed = np.ones(10)
+    armed[4] = 0
+    args = (W0, 0.0, np.linspace(0, 40, 9), "dopri5", np.nan, 1e-8, 0.0, np.inf, 0, False, False,
+            armed, 0.1, 0.3, None, 0.25)
+    a = tdflow._core.integrate_joins(cpu._core, *args)
+    b = tor._torch.integrate_joins(*args)
+    assert a["event_column"].size >= 2 and 4 not in a["event_column"]
+    for key in ("event_column", "event_direction", "armed"):
+        np.testing.assert_array_equal(b[key], a[key])
+    for key in ("event_t", "event_norm", "event_alignment"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-7)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        tor._torch.integrate_joins(*args[:13], 1.5, None, 0.25)
+    with pytest.raises(ValueError, match="armed must have shape"):
+        tor._torch.integrate_joins(*args[:11], np.ones(3), 0.1, 0.3, None, 0.25)

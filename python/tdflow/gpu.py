@@ -271,10 +271,45 @@ class TorchFlow:
                   interval: float = 0.1) -> dict:
         """Run a stepper; returns the same dict as the core's ``DeflationFlow.integrate``
         (``error``: an exception raised by Ctrl-C or by ``update`` during the run, else None)."""
+        return self._integrate(W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps,
+                               save_norms, save_states, update, interval, None)
+
+    def integrate_joins(self, W0: np.ndarray, t0: float, t_eval: np.ndarray, method: str,
+                        h: float, rtol: float, atol: float, h_max: float, max_steps: int,
+                        save_norms: bool, save_states: bool, armed: np.ndarray, delta1: float,
+                        alpha: float, update: Optional[Callable[[float], None]] = None,
+                        interval: float = 0.1) -> dict:
+        """:meth:`integrate` plus the S_i membership check after every accepted step (the
+        core's ``integrate_joins``, events.hpp): a watched (``armed``) column joins S_i at the
+        first step where ``||w|| >= delta1`` and ``<w, u_i>^2 / ||w||^2 >= 1 - alpha^2``."""
+        delta1, alpha = float(delta1), float(alpha)
+        if not (delta1 > 0 and math.isfinite(delta1)):
+            raise ValueError("delta1 must be finite and > 0")
+        if not 0 < alpha < 1:
+            raise ValueError("alpha must lie in (0, 1)")
+        armed = np.asarray(armed).ravel()
+        if armed.shape != (np.shape(W0)[1],):
+            raise ValueError(f"armed must have shape ({np.shape(W0)[1]},), got {armed.shape}")
+        joins = _Joins(self, armed != 0, delta1, alpha)
+        out = self._integrate(W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps,
+                              save_norms, save_states, update, interval, joins)
+        ev = joins.events
+        out.update(event_column=np.array([e[0] for e in ev], dtype=np.int64),
+                   event_direction=np.array([e[1] for e in ev], dtype=np.int64),
+                   event_t=np.array([e[2] for e in ev], dtype=float),
+                   event_norm=np.array([e[3] for e in ev], dtype=float),
+                   event_alignment=np.array([e[4] for e in ev], dtype=float),
+                   armed=joins.armed.cpu().numpy().astype(bool))
+        return out
+
+    def _integrate(self, W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms,
+                   save_states, update, interval, hook):
         rec = _Recorder(self, bool(save_norms), bool(save_states))
         run = _Run(self, self.to_device(W0), float(t0), [float(t) for t in t_eval], rec,
-                   update, interval)
+                   update, interval, hook)
         try:
+            if hook is not None:
+                hook(run.t, run.W)
             if method == "dopri5":
                 run.dopri5(h, rtol, atol, h_max, max_steps)
             else:
@@ -287,6 +322,34 @@ class TorchFlow:
         out.update(status=run.status, t_final=run.t, n_steps=run.steps, n_rhs=run.n_rhs,
                    n_rejected=run.rejected, error=run.error)
         return out
+
+
+class _Joins:
+    """S_i membership (events.hpp, JoinDetector) checked on the device: events in column order."""
+
+    def __init__(self, flow: TorchFlow, armed: np.ndarray, delta1: float, alpha: float):
+        self.flow = flow
+        self.armed = torch.tensor(armed, dtype=torch.bool, device=flow.device)
+        self.delta1_sq, self.align_min = delta1 * delta1, 1.0 - alpha * alpha
+        self.events = []
+
+    def __call__(self, t: float, W) -> None:
+        n2 = (W * W).sum(0)
+        watch = self.armed & (n2 >= self.delta1_sq)  # cheap test first: most steps stop here
+        if not bool(watch.any()):
+            return
+        idx = torch.nonzero(watch).flatten()
+        f = self.flow
+        P = W[: f.U.shape[1]][:, idx] if f.basis else f.U.T @ W[:, idx]
+        P2 = P * P
+        best = P2.argmax(0)  # the first of equal maxima, as the core's strict '>'
+        align = P2.gather(0, best[None]).flatten() / n2[idx]
+        ok = align >= self.align_min
+        self.armed[idx[ok]] = False
+        host = [x.cpu().numpy() for x in (idx, best, torch.sqrt(n2[idx]), align, ok)]
+        for k, i, norm, al, good in zip(*host):
+            if good:
+                self.events.append((int(k), int(i), t, float(norm), float(al)))
 
 
 class _Recorder:
@@ -338,9 +401,11 @@ def _column_error_norm(E, Y, Z, rtol: float, atol: float) -> float:
 class _Run:
     """One integration's state: the steppers of integrate.hpp on torch tensors."""
 
-    def __init__(self, flow: TorchFlow, W, t0: float, t_eval, observe, update, interval):
+    def __init__(self, flow: TorchFlow, W, t0: float, t_eval, observe, update, interval,
+                 hook=None):
         self.flow, self.W, self.t, self.t_eval = flow, W, t0, t_eval
         self.observe, self.update, self.interval = observe, update, interval
+        self.hook = hook  # hook(t, W) on every accepted state (S_i detection)
         self.status, self.error = "finished", None
         self.steps = self.n_rhs = self.rejected = 0
         self.last_tick = time.monotonic()
@@ -351,6 +416,8 @@ class _Run:
 
     def tick(self, t: float, force: bool = False) -> bool:
         """Progress at most every ``interval`` seconds; an error in it stops the run."""
+        if self.hook is not None and not force:
+            self.hook(t, self.W)
         if self.update is None:
             return False
         now = time.monotonic()
