@@ -462,6 +462,7 @@ def deflate(
     resume: bool = False,
     progress: Optional[bool] = None,
     callback: Optional[Callable[[DeflationResult], None]] = None,
+    backend: str = "cpu",
 ) -> DeflationResult:
     """Run Algorithm 2 (modified gradient flow) on ``target`` with ``m`` columns.
 
@@ -491,6 +492,10 @@ def deflate(
         A bar over epochs; by default only on a terminal.
     callback : callable, optional
         Called with the result after every epoch (e.g. to stop: raise an exception).
+    backend : {"cpu", "cuda", "torch"}
+        Where the phases' gradient flow runs (as :class:`GradientFlow`); re-draws and the
+        analysis stay on the host. Not part of the run's identity: a checkpoint can be resumed
+        on another backend (equal up to rounding, not bitwise).
 
     Returns
     -------
@@ -520,14 +525,15 @@ def deflate(
         _set_limits(res, schedule)
     else:
         res = _start(target, m, int(seed_value), schedule, options, rng)
-    return _run(res, checkpoint, checkpoint_every, progress, callback)
+    return _run(res, checkpoint, checkpoint_every, progress, callback, backend)
 
 
 def resume(path, *, max_epochs: Optional[int] = None, max_time: Optional[float] = None,
            checkpoint=None, checkpoint_every: int = 1, progress: Optional[bool] = None,
-           callback: Optional[Callable[[DeflationResult], None]] = None) -> DeflationResult:
+           callback: Optional[Callable[[DeflationResult], None]] = None,
+           backend: str = "cpu") -> DeflationResult:
     """Continue the run saved in ``path`` (checkpointing to ``checkpoint``, default ``path``)
-    until it finishes; a finished run is returned as it is.
+    until it finishes; a finished run is returned as it is. ``backend`` as in :func:`deflate`.
 
     ``max_epochs`` / ``max_time`` replace the schedule's limits, so a run that stopped at a
     limit can be extended; the result equals a run started with the new limits.
@@ -537,7 +543,7 @@ def resume(path, *, max_epochs: Optional[int] = None, max_time: Optional[float] 
     if changes:
         _set_limits(res, dataclasses.replace(res.schedule, **changes))
     return _run(res, path if checkpoint is None else checkpoint,
-                positive_int(checkpoint_every, "checkpoint_every"), progress, callback)
+                positive_int(checkpoint_every, "checkpoint_every"), progress, callback, backend)
 
 
 def _set_limits(res: DeflationResult, schedule: Schedule) -> None:
@@ -602,9 +608,10 @@ def _start(target, m, seed, schedule, options, rng) -> DeflationResult:
 class _Runner:
     """One run's machinery (flow, RNG) around a DeflationResult."""
 
-    def __init__(self, res: DeflationResult):
+    def __init__(self, res: DeflationResult, backend: str = "cpu"):
         self.res = res
-        self.flow = GradientFlow(res.target, res.schedule.lam, active_tol=res.options["active_tol"])
+        self.flow = GradientFlow(res.target, res.schedule.lam, active_tol=res.options["active_tol"],
+                                 backend=backend)
         self.rng = _rng_from_state(res.rng_state)
         self.tol = res.fit_tol
         self.steps = 0
@@ -616,9 +623,12 @@ class _Runner:
         t_eval = np.linspace(t0, t1, opt["n_records"])
         step = np.nan if opt["h"] is None else opt["h"]
         member_before = res.member.copy()
-        raw = _core.integrate_joins(
-            self.flow._core, res.W, t0, t_eval, opt["method"], step, opt["rtol"], opt["atol"],
-            np.inf, 0, True, False, res.armed, res.schedule.delta1, res.schedule.alpha, None, 0.25)
+        args = (res.W, t0, t_eval, opt["method"], step, opt["rtol"], opt["atol"], np.inf, 0, True,
+                False, res.armed, res.schedule.delta1, res.schedule.alpha, None, 0.25)
+        if self.flow._torch is not None:
+            raw = self.flow._torch.integrate_joins(*args)
+        else:
+            raw = _core.integrate_joins(self.flow._core, *args)
         if raw["error"] is not None:
             raise raw["error"]
         if raw["status"] != "finished":
@@ -772,12 +782,13 @@ class _Runner:
                 f"unfitted again {list(check.unfitted_again)})")
 
 
-def _run(res: DeflationResult, checkpoint, every, progress, callback) -> DeflationResult:
+def _run(res: DeflationResult, checkpoint, every, progress, callback,
+         backend: str = "cpu") -> DeflationResult:
     from .progress import epoch_bar
 
     if res.finished:
         return res
-    runner = _Runner(res)
+    runner = _Runner(res, backend)
     if res.n_epochs == 0 and res.residual_norm <= res.schedule.eps:
         res.status = "recovered"
     with epoch_bar(res.schedule.max_epochs, res.epoch, enabled=progress) as bar:

@@ -1,7 +1,8 @@
 """Gradient flow of the over-parametrized deflation model towards a target.
 
 ``T = sum_k w_k^{(x)l} / ||w_k||^{l-2}``, ``L(W) = 1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2`` and
-``dW/dt = -grad L(W)``; the right-hand side and the steppers run in the compiled core.
+``dW/dt = -grad L(W)``; the right-hand side and the steppers run in the compiled core, or with
+``backend="cuda"``/``"torch"`` on PyTorch tensors (:mod:`tdflow.gpu`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from . import _core
+from . import _core, gpu
 from ._checks import positive_int, real_array, real_number
 from .cp import CPTensor
 from .progress import progress_bar, tqdm_replicas
@@ -96,22 +97,37 @@ class GradientFlow:
         ``active_tol * ||T*||_F``. During a small-initialisation plateau almost every column is
         left out and one right-hand side costs ``O(m (r + active) d)`` instead of ``O(m^2 d)``.
         The default 1e-16 is below the rounding of ``||T*||_F``; 0 evaluates everything exactly.
+    backend : {"cpu", "cuda", "torch"}
+        Where the right-hand side, the loss and the steppers run: "cpu" (the default) is the
+        compiled C++ core; "cuda" the same model and steppers on PyTorch tensors on the GPU
+        (needs ``pip install 'tdflow[gpu]'`` and a CUDA device); "torch" the PyTorch code on
+        torch's default device (the CPU unless changed: for testing). See :mod:`tdflow.gpu`.
 
     States ``W`` are ``d x m`` float64 arrays, one component per column; Fortran order is used
     without a copy.
     """
 
-    def __init__(self, target: Target, lam: float = 0.0, *, active_tol: float = 1e-16):
+    def __init__(self, target: Target, lam: float = 0.0, *, active_tol: float = 1e-16,
+                 backend: str = "cpu"):
         if not isinstance(target, Target):
             raise TypeError(f"target must be a tdflow.Target, got {type(target).__name__}")
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+        if backend not in gpu.BACKENDS:
+            raise ValueError(f"backend must be one of {gpu.BACKENDS}, got {backend!r}")
         self.target = target
         self.lam = real_number(lam, "lam", minimum=0.0)
         self.active_tol = real_number(active_tol, "active_tol", minimum=0.0)
+        self.backend = backend
         self._core = _core.DeflationFlow(target.U, target.a, target.order, self.lam, self.active_tol)
+        self._torch = None
+        if backend != "cpu":
+            self._torch = gpu.TorchFlow(target.U, target.a, target.order, self.lam, self.active_tol,
+                                        gpu.device_for(backend), basis=target.is_basis)
 
     def exact(self) -> "GradientFlow":
         """The same flow with every column in the residual (``active_tol = 0``)."""
-        return GradientFlow(self.target, self.lam, active_tol=0.0)
+        return GradientFlow(self.target, self.lam, active_tol=0.0, backend=self.backend)
 
     @property
     def order(self) -> int:
@@ -125,18 +141,29 @@ class GradientFlow:
 
     def rhs(self, W) -> np.ndarray:
         """``-grad L(W)`` (d x m)."""
+        if self._torch is not None:
+            tf = self._torch
+            return tf.to_host(tf.rhs(tf.to_device(self._state(W))))
         return self._core.rhs(W)  # the core validates (same messages) without a second pass
 
     def loss(self, W) -> float:
         """``1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2``."""
+        if self._torch is not None:
+            return self._torch.loss(self._torch.to_device(self._state(W)))
         return float(self._core.loss(W))
 
     def residual_norm(self, W) -> float:
         """``||T - T*||_F``; never negative (rounding limits it to about ``sqrt(l eps) ||T*||_F``)."""
+        if self._torch is not None:
+            tf = self._torch
+            return float(np.sqrt(tf.residual_norm_squared(tf.to_device(self._state(W)))))
         return float(self._core.residual_norm(W))
 
     def directional_residual(self, W) -> np.ndarray:
         """``(T* - T)(u_i^{(x)l})`` for each target direction ``i``."""
+        if self._torch is not None:
+            tf = self._torch
+            return tf.directional_residual(tf.to_device(self._state(W))).cpu().numpy()
         return self._core.directional_residual(W)
 
     def model(self, W) -> CPTensor:
@@ -202,7 +229,8 @@ class GradientFlow:
         start = time.perf_counter()
         desc = f"{method} d={W0.shape[0]} m={W0.shape[1]}"
         with progress_bar(t0, t1, enabled=progress, desc=desc) as update:
-            raw = self._core.integrate(W0, t0, *args, update, 0.1)
+            run = self._core.integrate if self._torch is None else self._torch.integrate
+            raw = run(W0, t0, *args, update, 0.1)
         traj = self._trajectory(raw, method, time.perf_counter() - start)
         check_outcome(traj, raw["error"])
         return traj
@@ -233,6 +261,10 @@ class GradientFlow:
         :class:`IntegrationError` for the first failed replica, with the others' trajectories in
         ``err.trajectories``.
         """
+        if self._torch is not None:
+            raise NotImplementedError(
+                f"integrate_batch runs replicas on the CPU threads: use backend='cpu', or call "
+                f"integrate per replica with backend={self.backend!r}")
         W0s = real_array(W0s, "W0s", 3, (None, self.target.dim, None), order="C")
         if W0s.shape[0] < 1 or W0s.shape[2] < 1:
             raise ValueError(f"W0s must hold n >= 1 replicas of m >= 1 columns, got shape {W0s.shape}")

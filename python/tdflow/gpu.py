@@ -1,0 +1,557 @@
+"""The deflation flow on PyTorch tensors: the optional GPU backend (``backend="cuda"``).
+
+Why PyTorch (rather than CUDA kernels in the extension, or CuPy):
+
+* the work is fp64 GEMMs on Gram blocks plus elementwise powers, which cuBLAS (through
+  ``torch.mm``/``addmm``) runs at the device's fp64 peak; a hand-written CUDA kernel would gain
+  little and need a CUDA toolchain at build time, which the wheel must not require;
+* it installs as an optional extra (``pip install 'tdflow[gpu]'``) that the core never imports;
+* the same code runs on the CPU (``backend="torch"``), so this module is tested on machines
+  without a GPU against the C++ core, to rounding.
+
+The model, the active set and the steppers are those of the C++ core (``flow.hpp``,
+``integrate.hpp``), transcribed operation by operation: RHS in unit directions, the same
+exponent-bucket active set, Euler / RK4 with steps shortened onto the recording times, and
+Dormand-Prince 5(4) with the same per-column error norm, starting step, controller and dense
+output; ``integrate_joins`` adds the S_i membership check of Algorithm 2 (events.hpp) after
+every accepted step, so ``tdflow.deflate(..., backend="cuda")`` runs its phases here. States stay
+on the device for the whole run; only recordings (and a few scalars per step) come back to the
+host.
+
+No m x m matrix is formed: every Gram matrix ``Z^T V`` is computed in blocks of at most
+``block x block`` entries (sources and output columns both blocked), raised to its power while
+it is small and accumulated into the ``d x m`` output. Peak memory is ``O(m d)`` plus a few
+blocks (``block = 4096``: 128 MiB per fp64 block, small next to a GPU's memory and large enough
+that each GEMM is ``2 * 4096^2 * d`` flops).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+torch = None  # imported on first use: ``import tdflow`` must stay fast and work without torch
+
+BLOCK = 4096  # default Gram block edge (sources x output columns)
+BACKENDS = ("cpu", "cuda", "torch")
+
+_EPS = np.finfo(float).eps
+_MIN_EXP, _N_BUCKETS = -1100, 2200  # frexp exponents of squared norms (as flow.hpp)
+
+# Dormand-Prince 5(4) tableau (integrate.hpp, DP5)
+_A = [
+    [],
+    [1.0 / 5],
+    [3.0 / 40, 9.0 / 40],
+    [44.0 / 45, -56.0 / 15, 32.0 / 9],
+    [19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729],
+    [9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656],
+]
+_B = [35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84]
+_E = [-71.0 / 57600, 0.0, 71.0 / 16695, -71.0 / 1920, 17253.0 / 339200, -22.0 / 525, 1.0 / 40]
+_P = [
+    [1.0, -8048581381.0 / 2820520608, 8663915743.0 / 2820520608, -12715105075.0 / 11282082432],
+    [0.0, 0.0, 0.0, 0.0],
+    [0.0, 131558114200.0 / 32700410799, -68118460800.0 / 10900136933, 87487479700.0 / 32700410799],
+    [0.0, -1754552775.0 / 470086768, 14199869525.0 / 1410260304, -10690763975.0 / 1880347072],
+    [0.0, 127303824393.0 / 49829197408, -318862633887.0 / 49829197408, 701980252875.0 / 199316789632],
+    [0.0, -282668133.0 / 205662961, 2019193451.0 / 616988883, -1453857185.0 / 822651844],
+    [0.0, 40617522.0 / 29380423, -110615467.0 / 29380423, 69997945.0 / 29380423],
+]
+
+
+def require_torch():
+    """The torch module, or an ImportError that says how to get it."""
+    global torch
+    if torch is None:
+        try:
+            import torch as module
+        except ImportError as err:
+            raise ImportError("backend 'cuda'/'torch' needs PyTorch: pip install 'tdflow[gpu]' "
+                              "(or pip install torch)") from err
+        torch = module
+    return torch
+
+
+def device_for(backend: str):
+    """The torch device of ``backend`` ("cuda": the current CUDA device; "torch": torch's
+    default device). Raises ImportError without torch, RuntimeError without CUDA."""
+    require_torch()
+    if backend == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("backend='cuda' needs a CUDA device, but torch.cuda.is_available() "
+                               "is False (a CPU-only torch build, or no GPU visible); use "
+                               "backend='cpu' (the C++ core) or backend='torch'")
+        return torch.device("cuda", torch.cuda.current_device())
+    if backend == "torch":
+        get = getattr(torch, "get_default_device", None)
+        return get() if get is not None else torch.empty(0).device
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _gram(Z, V):
+    """One Gram block ``Z^T V`` (every Gram entry of this module is formed here)."""
+    return Z.T @ V
+
+
+def _power(G, q: int):
+    """``G^q`` elementwise by repeated products, as the C++ core's Power<q>."""
+    out = G.clone() if q == 1 else G * G
+    for _ in range(q - 2):
+        out.mul_(G)
+    return out
+
+
+class _Part:
+    """A CP part ``sum_k c_k z_k^{(x)l}``; ``basis``: Z is the first k standard basis vectors."""
+
+    __slots__ = ("Z", "c", "basis")
+
+    def __init__(self, Z, c, basis=False):
+        self.Z, self.c, self.basis = Z, c, basis
+
+
+class TorchFlow:
+    """The deflation flow of :class:`tdflow.GradientFlow` on torch tensors on ``device``.
+
+    Same model and active set as the C++ core; every method takes and returns torch tensors
+    (``d x m`` float64 on ``device``). ``block`` bounds every Gram block to ``block x block``.
+    """
+
+    def __init__(self, U: np.ndarray, a: np.ndarray, order: int, lam: float, active_tol: float,
+                 device, *, basis: bool = False, block: Optional[int] = None):
+        require_torch()
+        self.device = torch.device(device)
+        self.order = int(order)
+        self.lam = float(lam)
+        self.active_tol = float(active_tol)
+        self.block = int(BLOCK if block is None else block)
+        if self.block < 1:
+            raise ValueError(f"block must be >= 1, got {self.block}")
+        self.U = torch.tensor(np.array(U, dtype=np.float64), device=self.device)
+        self.a = torch.tensor(np.array(a, dtype=np.float64), device=self.device)
+        self.basis = bool(basis)
+        self.target_part = _Part(self.U, self.a, self.basis)
+        self.target_norm = math.sqrt(max(self._inner([self.target_part]), 0.0))
+        self.n_active = 0
+        self.n_rhs = 0
+
+    # ---- conversions -------------------------------------------------------------------
+    def to_device(self, W: np.ndarray):
+        """A float64 copy of ``W`` on the device (the caller's array is never written)."""
+        return torch.tensor(np.array(W, dtype=np.float64), device=self.device)
+
+    @staticmethod
+    def to_host(X) -> np.ndarray:
+        return np.asfortranarray(X.detach().cpu().numpy())
+
+    # ---- blocked contractions ----------------------------------------------------------
+    def _blocks(self, n: int):
+        b = self.block
+        return ((k0, min(n, k0 + b)) for k0 in range(0, n, b))
+
+    def _contract(self, parts, V, q: int):
+        """``out(:, j) = sum_parts sum_k c_k <z_k, v_j>^q z_k`` (d x m)."""
+        out = torch.zeros_like(V)
+        for j0, j1 in self._blocks(V.shape[1]):
+            VJ, outJ = V[:, j0:j1], out[:, j0:j1]
+            for part in parts:
+                for k0, k1 in self._blocks(part.Z.shape[1]):
+                    if part.basis:
+                        G = _power(VJ[k0:k1], q)
+                        outJ[k0:k1].addcmul_(part.c[k0:k1, None], G)
+                    else:
+                        G = _power(_gram(part.Z[:, k0:k1], VJ), q)
+                        outJ.addmm_(part.Z[:, k0:k1] * part.c[k0:k1], G)
+        return out
+
+    def _evaluate(self, parts, V, l: int):
+        """``out(j) = sum_parts sum_k c_k <z_k, v_j>^l`` (m)."""
+        out = torch.zeros(V.shape[1], dtype=V.dtype, device=V.device)
+        for j0, j1 in self._blocks(V.shape[1]):
+            VJ = V[:, j0:j1]
+            for part in parts:
+                for k0, k1 in self._blocks(part.Z.shape[1]):
+                    G = VJ[k0:k1] if part.basis else _gram(part.Z[:, k0:k1], VJ)
+                    out[j0:j1] += part.c[k0:k1] @ _power(G, l)
+        return out
+
+    def _identity(self, k: int):
+        return torch.eye(self.U.shape[0], k, dtype=torch.float64, device=self.device)
+
+    def _inner(self, parts) -> float:
+        """``||sum parts||_F^2`` as ``sum_b c_b . T(z_b^l)`` (not clamped)."""
+        total = None
+        for pb in parts:
+            if pb.Z.shape[1] == 0:
+                continue
+            V = self._identity(pb.Z.shape[1]) if pb.basis else pb.Z
+            v = pb.c @ self._evaluate(parts, V, self.order)
+            total = v if total is None else total + v
+        return 0.0 if total is None else float(total)
+
+    # ---- the model -----------------------------------------------------------------------
+    def _prepare(self, W):
+        """Unit directions, norms and the residual's parts ``[T*, -sum_active ||w||^2 wbar^l]``."""
+        n = torch.sqrt((W * W).sum(0))
+        small = n < 1e-150
+        if not bool(small.any()):
+            Wbar = W * (1.0 / n)
+        else:  # squares underflow: the scaled norm; 1/n overflows for subnormal n
+            amax = W.abs().amax(0)
+            safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+            scaled = amax * torch.sqrt(((W / safe) ** 2).sum(0))
+            n = torch.where(small, scaled, n)
+            safe = torch.where(n > 0, n, torch.ones_like(n))
+            inv = 1.0 / safe
+            Wbar = torch.where(torch.isfinite(inv), W * inv, W / safe)
+            Wbar = torch.where(n > 0, Wbar, torch.zeros_like(Wbar))
+        idx = self._active(n)
+        if idx is None:
+            self.n_active = W.shape[1]
+            model = _Part(Wbar, -(n * n))
+        else:
+            self.n_active = int(idx.numel())
+            model = _Part(Wbar[:, idx], -(n[idx] * n[idx]))
+        parts = [self.target_part] + ([model] if model.Z.shape[1] > 0 else [])
+        return Wbar, n, parts
+
+    def _active(self, norms):
+        """Indices of the columns kept in the residual (None: all), as ActiveSet::select."""
+        budget = self.active_tol * self.target_norm
+        if not budget > 0:
+            return None
+        n = norms.detach().cpu().numpy()
+        n2 = n * n
+        if n2.min() > budget:
+            return None
+        if np.cumsum(n2)[-1] <= budget:  # sequential sum, as the core
+            return torch.zeros(0, dtype=torch.long, device=self.device)
+        _, e = np.frexp(n2)
+        e = np.where(n2 > 0, e, _MIN_EXP)
+        bucket = np.clip(e, _MIN_EXP, _MIN_EXP + _N_BUCKETS - 1) - _MIN_EXP
+        sums = np.bincount(bucket, weights=n2, minlength=_N_BUCKETS)
+        dropped, cut, hi = 0.0, int(bucket.min()), int(bucket.max())
+        while cut <= hi and dropped + sums[cut] <= budget:
+            dropped += sums[cut]
+            cut += 1
+        keep = np.flatnonzero(bucket >= cut)
+        if keep.size == n.size:
+            return None
+        return torch.as_tensor(keep, dtype=torch.long, device=self.device)
+
+    def rhs(self, W):
+        """``-grad L(W)``: ``l ||w|| R(wbar^{l-1}, I) - (l-2) R(wbar^l) w - lam w``."""
+        l = self.order
+        Wbar, n, parts = self._prepare(W)
+        P = self._contract(parts, Wbar, l - 1)
+        s = (P * Wbar).sum(0)
+        self.n_rhs += 1
+        return (l * n) * P - ((l - 2) * s + self.lam) * W
+
+    def residual_norm_squared(self, W) -> float:
+        """``||T* - T||_F^2`` clamped at 0 (rounding can make the sum slightly negative)."""
+        _, _, parts = self._prepare(W)
+        v = self._inner(parts)
+        return max(v, 0.0) if math.isfinite(v) else v
+
+    def loss(self, W) -> float:
+        return 0.5 * self.residual_norm_squared(W) + 0.5 * self.lam * float((W * W).sum())
+
+    def directional_residual(self, W):
+        """``(T* - T)(u_i^{(x)l})`` (r)."""
+        _, _, parts = self._prepare(W)
+        V = self._identity(self.U.shape[1]) if self.basis else self.U
+        return self._evaluate(parts, V, self.order)
+
+    # ---- integration -----------------------------------------------------------------------
+    def integrate(self, W0: np.ndarray, t0: float, t_eval: np.ndarray, method: str, h: float,
+                  rtol: float, atol: float, h_max: float, max_steps: int, save_norms: bool,
+                  save_states: bool, update: Optional[Callable[[float], None]] = None,
+                  interval: float = 0.1) -> dict:
+        """Run a stepper; returns the same dict as the core's ``DeflationFlow.integrate``
+        (``error``: an exception raised by Ctrl-C or by ``update`` during the run, else None)."""
+        return self._integrate(W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps,
+                               save_norms, save_states, update, interval, None)
+
+    def integrate_joins(self, W0: np.ndarray, t0: float, t_eval: np.ndarray, method: str,
+                        h: float, rtol: float, atol: float, h_max: float, max_steps: int,
+                        save_norms: bool, save_states: bool, armed: np.ndarray, delta1: float,
+                        alpha: float, update: Optional[Callable[[float], None]] = None,
+                        interval: float = 0.1) -> dict:
+        """:meth:`integrate` plus the S_i membership check after every accepted step (the
+        core's ``integrate_joins``, events.hpp): a watched (``armed``) column joins S_i at the
+        first step where ``||w|| >= delta1`` and ``<w, u_i>^2 / ||w||^2 >= 1 - alpha^2``."""
+        delta1, alpha = float(delta1), float(alpha)
+        if not (delta1 > 0 and math.isfinite(delta1)):
+            raise ValueError("delta1 must be finite and > 0")
+        if not 0 < alpha < 1:
+            raise ValueError("alpha must lie in (0, 1)")
+        armed = np.asarray(armed).ravel()
+        if armed.shape != (np.shape(W0)[1],):
+            raise ValueError(f"armed must have shape ({np.shape(W0)[1]},), got {armed.shape}")
+        joins = _Joins(self, armed != 0, delta1, alpha)
+        out = self._integrate(W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps,
+                              save_norms, save_states, update, interval, joins)
+        ev = joins.events
+        out.update(event_column=np.array([e[0] for e in ev], dtype=np.int64),
+                   event_direction=np.array([e[1] for e in ev], dtype=np.int64),
+                   event_t=np.array([e[2] for e in ev], dtype=float),
+                   event_norm=np.array([e[3] for e in ev], dtype=float),
+                   event_alignment=np.array([e[4] for e in ev], dtype=float),
+                   armed=joins.armed.cpu().numpy().astype(bool))
+        return out
+
+    def _integrate(self, W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms,
+                   save_states, update, interval, hook):
+        rec = _Recorder(self, bool(save_norms), bool(save_states))
+        run = _Run(self, self.to_device(W0), float(t0), [float(t) for t in t_eval], rec,
+                   update, interval, hook)
+        try:
+            if hook is not None:
+                hook(run.t, run.W)
+            if method == "dopri5":
+                run.dopri5(h, rtol, atol, h_max, max_steps)
+            else:
+                run.fixed(method, h, max_steps)
+        except KeyboardInterrupt as err:
+            run.status, run.error = "stopped", err
+        if run.status == "finished" and update is not None:
+            run.tick(run.t, force=True)
+        out = rec.to_dict(self.to_host(run.W), self.U.shape[1], self.U.shape[0])
+        out.update(status=run.status, t_final=run.t, n_steps=run.steps, n_rhs=run.n_rhs,
+                   n_rejected=run.rejected, error=run.error)
+        return out
+
+
+class _Joins:
+    """S_i membership (events.hpp, JoinDetector) checked on the device: events in column order."""
+
+    def __init__(self, flow: TorchFlow, armed: np.ndarray, delta1: float, alpha: float):
+        self.flow = flow
+        self.armed = torch.tensor(armed, dtype=torch.bool, device=flow.device)
+        self.delta1_sq, self.align_min = delta1 * delta1, 1.0 - alpha * alpha
+        self.events = []
+
+    def __call__(self, t: float, W) -> None:
+        n2 = (W * W).sum(0)
+        watch = self.armed & (n2 >= self.delta1_sq)  # cheap test first: most steps stop here
+        if not bool(watch.any()):
+            return
+        idx = torch.nonzero(watch).flatten()
+        f = self.flow
+        P = W[: f.U.shape[1]][:, idx] if f.basis else f.U.T @ W[:, idx]
+        P2 = P * P
+        best = P2.argmax(0)  # the first of equal maxima, as the core's strict '>'
+        align = P2.gather(0, best[None]).flatten() / n2[idx]
+        ok = align >= self.align_min
+        self.armed[idx[ok]] = False
+        host = [x.cpu().numpy() for x in (idx, best, torch.sqrt(n2[idx]), align, ok)]
+        for k, i, norm, al, good in zip(*host):
+            if good:
+                self.events.append((int(k), int(i), t, float(norm), float(al)))
+
+
+class _Recorder:
+    """What a run records at each requested time (on the host)."""
+
+    def __init__(self, flow: TorchFlow, save_norms: bool, save_states: bool):
+        self.flow, self.save_norms, self.save_states = flow, save_norms, save_states
+        self.ts, self.losses, self.rnorms, self.dirs, self.norms, self.states = [], [], [], [], [], []
+
+    def __call__(self, t: float, W) -> None:
+        f = self.flow
+        self.ts.append(t)
+        rn2 = f.residual_norm_squared(W)
+        with np.errstate(invalid="ignore"):
+            self.rnorms.append(float(np.sqrt(rn2)))
+        self.losses.append(0.5 * rn2 + 0.5 * f.lam * float((W * W).sum()))
+        self.dirs.append(f.directional_residual(W).cpu().numpy())
+        if self.save_norms:
+            self.norms.append(torch.sqrt((W * W).sum(0)).cpu().numpy())
+        if self.save_states:
+            self.states.append(W.cpu().numpy())
+
+    def to_dict(self, W: np.ndarray, r: int, d: int) -> dict:
+        n = len(self.ts)
+        out = dict(t=np.array(self.ts, dtype=float), loss=np.array(self.losses, dtype=float),
+                   residual_norm=np.array(self.rnorms, dtype=float),
+                   directional_residual=np.array(self.dirs, dtype=float).reshape(n, r), W=W)
+        if self.save_norms:
+            out["norms"] = np.array(self.norms, dtype=float).reshape(n, W.shape[1])
+        if self.save_states:
+            out["states"] = np.array(self.states, dtype=float).reshape(n, d, W.shape[1])
+        return out
+
+
+def _finite(X) -> bool:
+    return bool(torch.isfinite(X).all())
+
+
+def _column_error_norm(E, Y, Z, rtol: float, atol: float) -> float:
+    """``sqrt(mean_j (||e_j|| / (atol + rtol max(||y_j||, ||z_j||)))^2)``, as the core."""
+    m = E.shape[1]
+    e = torch.sqrt((E * E).sum(0))
+    scale = atol + rtol * torch.sqrt(torch.maximum((Y * Y).sum(0), (Z * Z).sum(0)))
+    inf = torch.full_like(e, math.inf)
+    terms = torch.where(e == 0, torch.zeros_like(e), torch.where(scale > 0, e / scale, inf))
+    return math.sqrt(float((terms * terms).sum()) / m)
+
+
+class _Run:
+    """One integration's state: the steppers of integrate.hpp on torch tensors."""
+
+    def __init__(self, flow: TorchFlow, W, t0: float, t_eval, observe, update, interval,
+                 hook=None):
+        self.flow, self.W, self.t, self.t_eval = flow, W, t0, t_eval
+        self.observe, self.update, self.interval = observe, update, interval
+        self.hook = hook  # hook(t, W) on every accepted state (S_i detection)
+        self.status, self.error = "finished", None
+        self.steps = self.n_rhs = self.rejected = 0
+        self.last_tick = time.monotonic()
+
+    def f(self, W):
+        self.n_rhs += 1
+        return self.flow.rhs(W)
+
+    def tick(self, t: float, force: bool = False) -> bool:
+        """Progress at most every ``interval`` seconds; an error in it stops the run."""
+        if self.hook is not None and not force:
+            self.hook(t, self.W)
+        if self.update is None:
+            return False
+        now = time.monotonic()
+        if not force and now - self.last_tick < self.interval:
+            return False
+        self.last_tick = now
+        try:
+            self.update(t)
+        except BaseException as err:  # handed back with the partial result, as the core does
+            self.status, self.error = "stopped", err
+            return True
+        return False
+
+    def fixed(self, method: str, h: float, max_steps: int) -> None:
+        t_eval, W = self.t_eval, self.W
+        i = 0
+        while i < len(t_eval) and t_eval[i] == self.t:
+            self.observe(self.t, W)
+            i += 1
+        for tb in t_eval[i:]:
+            ta = self.t
+            if tb == ta:
+                self.observe(tb, self.W)
+                continue
+            n = max(1, int(math.ceil((tb - ta) / h - 1e-9)))
+            hs = (tb - ta) / n
+            for s in range(n):
+                if max_steps > 0 and self.steps >= max_steps:
+                    self.status = "max-steps"
+                    return
+                W = self.W
+                if method == "euler":
+                    K1 = self.f(W)
+                    Wn = W + hs * K1
+                else:
+                    K1 = self.f(W)
+                    K2 = self.f(W + (0.5 * hs) * K1)
+                    K3 = self.f(W + (0.5 * hs) * K2)
+                    K4 = self.f(W + hs * K3)
+                    Wn = W + (hs / 6.0) * (K1 + 2.0 * K2 + 2.0 * K3 + K4)
+                if not _finite(Wn):
+                    self.status = "non-finite"
+                    return
+                self.W = Wn
+                self.t = tb if s + 1 == n else ta + (s + 1) * hs
+                self.steps += 1
+                if self.tick(self.t):
+                    return
+            self.observe(tb, self.W)
+
+    def dopri5(self, h: float, rtol: float, atol: float, h_max: float, max_steps: int) -> None:
+        t_eval = self.t_eval
+        t_end = t_eval[-1]
+        i = 0
+        while i < len(t_eval) and t_eval[i] == self.t:
+            self.observe(self.t, self.W)
+            i += 1
+        if i == len(t_eval):
+            return
+        K = [None] * 7
+        K[0] = self.f(self.W)
+
+        def combine(base, hh, coef):
+            out = base.clone()
+            for s, c in enumerate(coef):
+                if c != 0.0:
+                    out.add_(K[s], alpha=hh * c)
+            return out
+
+        if not (h > 0):  # Hairer's starting step
+            W = self.W
+            d0 = _column_error_norm(W, W, W, rtol, atol)
+            d1 = _column_error_norm(K[0], W, W, rtol, atol)
+            h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+            h0 = min(h0, t_end - self.t)
+            K1 = self.f(combine(W, h0, [1.0]))
+            d2 = _column_error_norm((K1 - K[0]) / h0, W, W, rtol, atol)
+            dm = max(d1, d2)
+            h1 = max(1e-6, h0 * 1e-3) if dm <= 1e-15 else (0.01 / dm) ** 0.2
+            h = min(100 * h0, h1)
+        h = min(h, h_max)
+
+        rejected_last = False
+        while self.t < t_end:
+            if max_steps > 0 and self.steps + self.rejected >= max_steps:
+                self.status = "max-steps"
+                return
+            t, W = self.t, self.W
+            last = False
+            if t + h >= t_end or t + 1.01 * h >= t_end:
+                h = t_end - t
+                last = True
+            if h <= 16 * _EPS * max(1.0, abs(t)):
+                self.status = "step-too-small"
+                return
+            for s in range(1, 6):
+                K[s] = self.f(combine(W, h, _A[s]))
+            Wn = combine(W, h, _B)
+            K[6] = self.f(Wn)
+            E = combine(torch.zeros_like(W), h, _E)
+            err = _column_error_norm(E, W, Wn, rtol, atol)
+            if not math.isfinite(err) or not _finite(Wn) or not _finite(K[6]):
+                rejected_last = True
+                self.rejected += 1
+                h *= 0.1
+                if h <= 16 * _EPS * max(1.0, abs(t)):
+                    self.status = "non-finite"
+                    return
+                continue
+            if err > 1.0:
+                self.rejected += 1
+                h *= max(0.2, 0.9 * err ** -0.2)
+                rejected_last = True
+                continue
+            t_new = t_end if last else t + h
+            while i < len(t_eval) and t_eval[i] <= t_new:
+                if t_eval[i] == t_new:
+                    self.observe(t_new, Wn)
+                else:
+                    th = (t_eval[i] - t) / h
+                    pw = (th, th * th, th * th * th, th * th * th * th)
+                    q = [P[0] * pw[0] + P[1] * pw[1] + P[2] * pw[2] + P[3] * pw[3] for P in _P]
+                    self.observe(t_eval[i], combine(W, h, q))
+                i += 1
+            self.W = Wn
+            K[0] = K[6]  # first same as last
+            self.t = t_new
+            self.steps += 1
+            factor = 10.0 if err == 0.0 else min(10.0, 0.9 * err ** -0.2)
+            if rejected_last:
+                factor = min(1.0, factor)
+            rejected_last = False
+            h = min(h * factor, h_max)
+            if self.tick(self.t):
+                return

@@ -1,0 +1,318 @@
+"""The PyTorch backend (tdflow.gpu) against the C++ core, on torch's CPU device.
+
+Skipped as a whole without torch; the CUDA test is skipped without a CUDA device.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tdflow  # noqa: E402
+from tdflow import gpu  # noqa: E402
+
+
+def make_target(rng, kind, order, d=6):
+    a = np.array([1.0, 0.6, 0.3])
+    if kind == "basis":
+        return tdflow.Target.orthogonal(d, a, order)
+    return tdflow.Target.random_unit(d, a, rng, order)
+
+
+def mixed_state(rng, d=6, m=40):
+    """Large, tiny (1e-9, 1e-200) and zero columns: the active set leaves some out."""
+    W = rng.standard_normal((d, m))
+    W[:, 3:20] *= 1e-9
+    W[:, 5] = 0.0
+    W[:, 7] *= 1e-200
+    return W
+
+
+def pair(target, lam=0.0, active_tol=1e-16, block=None):
+    cpu = tdflow.GradientFlow(target, lam, active_tol=active_tol)
+    tor = tdflow.GradientFlow(target, lam, active_tol=active_tol, backend="torch")
+    if block is not None:
+        tor._torch.block = block
+    return cpu, tor
+
+
+def assert_rel(actual, expected, rtol):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    scale = np.max(np.abs(expected))
+    assert np.max(np.abs(actual - expected)) <= rtol * scale
+
+
+@pytest.mark.parametrize("order", [3, 4, 5])
+@pytest.mark.parametrize("kind", ["basis", "general"])
+@pytest.mark.parametrize("active_tol", [0.0, 1e-16, 1e-3])
+def test_model_agrees_with_core(rng, order, kind, active_tol):
+    tgt = make_target(rng, kind, order)
+    cpu, tor = pair(tgt, lam=0.1, active_tol=active_tol)
+    W = mixed_state(rng)
+    got = tor.rhs(W)
+    assert got.shape == W.shape and got.dtype == np.float64
+    assert_rel(got, cpu.rhs(W), 1e-10)
+    assert tor._torch.n_active == cpu._core.n_active
+    if active_tol > 0:
+        assert cpu._core.n_active < W.shape[1]  # the active set matters here
+    assert tor.loss(W) == pytest.approx(cpu.loss(W), rel=1e-10)
+    assert tor.residual_norm(W) == pytest.approx(cpu.residual_norm(W), rel=1e-10)
+    assert_rel(tor.directional_residual(W), cpu.directional_residual(W), 1e-10)
+
+
+@pytest.mark.parametrize("kind", ["basis", "general"])
+def test_tiny_blocks_change_nothing(rng, monkeypatch, kind):
+    """Every Gram block is at most block x block: no m x m matrix, and the same results."""
+    tgt = make_target(rng, kind, 4)
+    W = mixed_state(rng, m=45)
+    cpu, big = pair(tgt, lam=0.05, active_tol=0.0)
+    _, small = pair(tgt, lam=0.05, active_tol=0.0, block=7)
+    shapes = []
+    real_gram, real_power = gpu._gram, gpu._power
+
+    def gram(Z, V):
+        shapes.append((Z.shape[1], V.shape[1]))
+        return real_gram(Z, V)
+
+    def power(G, q):
+        shapes.append(tuple(G.shape))
+        return real_power(G, q)
+
+    monkeypatch.setattr(gpu, "_gram", gram)
+    monkeypatch.setattr(gpu, "_power", power)
+    out = small.rhs(W)
+    loss = small.loss(W)
+    dirs = small.directional_residual(W)
+    assert shapes and max(max(s) for s in shapes) <= 7
+    shapes.clear()
+    ref = big.rhs(W)
+    assert max(max(s) for s in shapes) == 45  # one block holds every column
+    assert_rel(out, ref, 1e-13)
+    assert_rel(out, cpu.rhs(W), 1e-10)
+    assert loss == pytest.approx(big.loss(W), rel=1e-13)
+    assert_rel(dirs, big.directional_residual(W), 1e-13)
+
+
+def test_rk4_run_agrees_with_core(rng):
+    tgt = tdflow.Target.orthogonal(8, tdflow.geometric_weights(3, 1.5))
+    cpu, tor = pair(tgt, lam=0.01)
+    W0 = tdflow.sphere(8, 12, 1e-3, 0)
+    kw = dict(method="rk4", h=0.1, n_records=31, save_norms=True, save_states=True)
+    a, b = cpu.integrate(W0, (0, 30), **kw), tor.integrate(W0, (0, 30), **kw)
+    assert (b.status, b.n_steps, b.n_rhs, b.method) == (a.status, a.n_steps, a.n_rhs, "rk4")
+    assert b.t_final == a.t_final == 30.0
+    np.testing.assert_array_equal(b.t, a.t)
+    assert np.max(np.abs(a.W)) > 0.3  # something was fitted
+    assert_rel(b.W, a.W, 1e-12)
+    assert_rel(b.states, a.states, 1e-12)
+    assert_rel(b.norms, a.norms, 1e-12)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-11)
+    np.testing.assert_allclose(b.residual_norm, a.residual_norm, rtol=1e-11)
+    assert_rel(b.directional_residual, a.directional_residual, 1e-11)
+    assert set(b.to_dict()) == set(a.to_dict())
+    e = tor.integrate(W0, (0, 1), method="euler", h=0.1)
+    np.testing.assert_allclose(e.W, cpu.integrate(W0, (0, 1), method="euler", h=0.1).W, rtol=1e-12, atol=1e-16)
+
+
+def test_dopri5_figure1_run_agrees_with_core():
+    """A small Figure-1 run (d=10, m=50, radius 1e-15, t to 250): same fit times."""
+    tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, 1.2))
+    cpu, tor = pair(tgt)
+    W0 = tdflow.sphere(10, 50, 1e-15, 0)
+    a = cpu.integrate(W0, (0, 250), method="dopri5", rtol=1e-8)
+    b = tor.integrate(W0, (0, 250), method="dopri5", rtol=1e-8)
+    assert b.status == "finished" and b.t_final == 250.0
+    assert np.all(np.isfinite(a.fit_times()))
+    np.testing.assert_array_equal(b.fit_times(), a.fit_times())
+    # step counts may differ by a few: one accept/reject decision near err = 1 flips on rounding
+    assert abs(b.n_steps - a.n_steps) <= 0.05 * a.n_steps
+    assert_rel(b.W, a.W, 3e-8)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-7, atol=1e-12)
+    # the first steps (same step sizes, up to rounding) agree far more closely
+    a = cpu.integrate(W0, (0, 250), method="dopri5", rtol=1e-8, max_steps=50)
+    b = tor.integrate(W0, (0, 250), method="dopri5", rtol=1e-8, max_steps=50)
+    assert b.status == a.status == "max-steps"
+    assert b.t_final == pytest.approx(a.t_final, rel=1e-10)
+    assert_rel(b.W, a.W, 1e-10)
+
+
+def test_dopri5_options(rng):
+    tgt = make_target(rng, "general", 3)
+    cpu, tor = pair(tgt, lam=0.01)
+    W0 = 0.3 * rng.standard_normal((6, 5))
+    t_eval = np.array([0.0, 0.0, 0.37, 1.0, 1.0, 2.5])
+    kw = dict(method="dopri5", rtol=1e-9, atol=1e-12, h=0.01, max_step=0.2, t_eval=t_eval)
+    a, b = cpu.integrate(W0, (0, 2.5), **kw), tor.integrate(W0, (0, 2.5), **kw)
+    np.testing.assert_array_equal(b.t, t_eval)
+    assert (b.n_steps, b.n_rejected, b.n_rhs) == (a.n_steps, a.n_rejected, a.n_rhs)
+    assert_rel(b.W, a.W, 1e-11)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-10)
+    only_t0 = tor.integrate(W0, (0, 1), t_eval=[0.0])
+    assert only_t0.n_steps == 0 and only_t0.t.tolist() == [0.0]
+
+
+def test_non_finite_state_raises_with_partial_trajectory(rng, monkeypatch):
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    cpu, tor = pair(tgt)
+    W0 = 10.0 * rng.standard_normal((5, 4))
+    with pytest.raises(tdflow.IntegrationError, match="NaN/Inf") as info:
+        tor.integrate(W0, (0, 10), method="euler", h=5.0, n_records=11)
+    traj = info.value.trajectory
+    assert traj.status == "non-finite"
+    assert np.all(np.isfinite(traj.W)) and traj.t_final < 10
+    assert len(traj.t) >= 1 and traj.t[0] == 0.0
+    # dopri5 rejects a non-finite step and shrinks it, as the core does
+    a = cpu.integrate(W0, (0, 10), method="dopri5", h=5.0, rtol=1e-6, n_records=3)
+    b = tor.integrate(W0, (0, 10), method="dopri5", h=5.0, rtol=1e-6, n_records=3)
+    assert b.status == a.status == "finished" and b.n_rejected == a.n_rejected > 0
+    # ... and reports non-finite when every step size gives NaN
+    real_rhs, calls = tor._torch.rhs, []
+
+    def rhs(W):
+        calls.append(1)
+        return real_rhs(W) * (np.nan if len(calls) > 30 else 1.0)
+
+    monkeypatch.setattr(tor._torch, "rhs", rhs)
+    with pytest.raises(tdflow.IntegrationError, match="NaN/Inf") as info:
+        tor.integrate(W0, (0, 10), method="dopri5", rtol=1e-6, n_records=3)
+    traj = info.value.trajectory
+    assert traj.status == "non-finite" and traj.n_steps >= 1 and traj.n_rejected > 0
+    assert np.all(np.isfinite(traj.W)) and 0 < traj.t_final < 10
+
+
+def test_max_steps_and_progress_error(rng):
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    cpu, tor = pair(tgt)
+    W0 = 0.1 * rng.standard_normal((5, 4))
+    a = cpu.integrate(W0, (0, 1), method="rk4", h=0.01, max_steps=7)
+    b = tor.integrate(W0, (0, 1), method="rk4", h=0.01, max_steps=7)
+    assert b.status == a.status == "max-steps" and b.n_steps == 7
+    assert b.t_final == pytest.approx(a.t_final)
+    assert_rel(b.W, a.W, 1e-12)
+
+    class Stop(Exception):
+        pass
+
+    def update(t):
+        raise Stop
+
+    run = gpu._Run(tor._torch, tor._torch.to_device(W0), 0.0, [1.0], lambda t, W: None, update, 0.0)
+    run.fixed("rk4", 0.1, 0)
+    assert run.status == "stopped" and isinstance(run.error, Stop) and run.steps == 1
+
+
+def test_validation(rng):
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tdflow.GradientFlow(tgt, backend="gpu")
+    with pytest.raises(TypeError, match="backend must be a string"):
+        tdflow.GradientFlow(tgt, backend=1)
+    tor = tdflow.GradientFlow(tgt, backend="torch")
+    assert tor.backend == "torch" and tor.exact().backend == "torch"
+    with pytest.raises(ValueError, match="W must have shape"):
+        tor.rhs(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="W contains NaN"):
+        tor.loss(np.full((5, 3), np.nan))
+    with pytest.raises(ValueError, match="m >= 1"):
+        tor.residual_norm(np.zeros((5, 0)))
+    with pytest.raises(TypeError, match="W must hold real numbers"):
+        tor.directional_residual(np.zeros((5, 2), dtype=complex))
+    with pytest.raises(ValueError, match="needs a step h"):
+        tor.integrate(np.ones((5, 2)), (0, 1), method="rk4")
+    with pytest.raises(NotImplementedError, match="integrate_batch"):
+        tor.integrate_batch(np.ones((2, 5, 2)), (0, 1))
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        gpu.TorchFlow(tgt.U, tgt.a, 4, 0.0, 0.0, "cpu", block=0)
+    W = np.asfortranarray(rng.standard_normal((5, 3)))
+    W.flags.writeable = False
+    tor.integrate(W, (0, 0.5), method="rk4", h=0.1)  # the caller's (read-only) array is not written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_backend_without_cuda_is_a_clear_error():
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        tdflow.GradientFlow(tgt, backend="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backend_agrees_with_core(rng):
+    tgt = make_target(rng, "general", 4)
+    cpu = tdflow.GradientFlow(tgt, 0.1)
+    gpu_flow = tdflow.GradientFlow(tgt, 0.1, backend="cuda")
+    assert gpu_flow._torch.device.type == "cuda"
+    W = mixed_state(rng)
+    assert_rel(gpu_flow.rhs(W), cpu.rhs(W), 1e-10)
+    assert gpu_flow.loss(W) == pytest.approx(cpu.loss(W), rel=1e-10)
+    assert_rel(gpu_flow.directional_residual(W), cpu.directional_residual(W), 1e-10)
+    W0 = tdflow.sphere(6, 12, 1e-3, 0)
+    a = cpu.integrate(W0, (0, 5), method="rk4", h=0.05)
+    b = gpu_flow.integrate(W0, (0, 5), method="rk4", h=0.05)
+    assert_rel(b.W, a.W, 1e-12)
+
+
+def test_interrupt_keeps_partial_trajectory(rng, monkeypatch):
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    _, tor = pair(tgt)
+    W0 = 0.1 * rng.standard_normal((5, 4))
+    real_rhs, calls = tor._torch.rhs, []
+
+    def rhs(W):
+        calls.append(1)
+        if len(calls) > 41:
+            raise KeyboardInterrupt
+        return real_rhs(W)
+
+    monkeypatch.setattr(tor._torch, "rhs", rhs)
+    with pytest.raises(KeyboardInterrupt) as info:
+        tor.integrate(W0, (0, 1), method="rk4", h=0.01, n_records=11, progress=True)
+    traj = info.value.trajectory
+    assert traj.status == "stopped" and traj.n_steps == 10
+    assert traj.t_final == pytest.approx(0.1) and np.all(np.isfinite(traj.W))
+
+
+def test_missing_torch_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(gpu, "torch", None)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
+    for backend in ("cuda", "torch"):
+        with pytest.raises(ImportError, match=r"pip install 'tdflow\[gpu\]'"):
+            tdflow.GradientFlow(tgt, backend=backend)
+
+
+def test_deflate_on_torch_backend_agrees_with_core():
+    """Algorithm 2 with the flow on torch: same S_i events, epochs and fit order."""
+    tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, ratio=1.5))
+    a = tdflow.deflate(tgt, m=20, seed=1)
+    b = tdflow.deflate(tgt, m=20, seed=1, backend="torch")
+    assert b.status == a.status == "recovered" and b.n_epochs == a.n_epochs
+    np.testing.assert_array_equal(b.fit_order, a.fit_order)
+    for key in a.events:
+        np.testing.assert_allclose(b.events[key], a.events[key], rtol=1e-8)
+    for key in a.directions:
+        np.testing.assert_allclose(b.directions[key], a.directions[key], rtol=1e-8)
+    assert_rel(b.W, a.W, 1e-8)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tdflow.deflate(tgt, m=20, seed=1, backend="gpu")
+
+
+def test_join_events_general_target(rng):
+    tgt = tdflow.Target.random_rotation(8, tdflow.geometric_weights(3, 1.5), rng)
+    cpu, tor = pair(tgt, lam=1e-3)
+    W0 = tdflow.sphere(8, 10, 1e-2, 3)
+    armed = np.ones(10)
+    armed[4] = 0
+    args = (W0, 0.0, np.linspace(0, 40, 9), "dopri5", np.nan, 1e-8, 0.0, np.inf, 0, False, False,
+            armed, 0.1, 0.3, None, 0.25)
+    a = tdflow._core.integrate_joins(cpu._core, *args)
+    b = tor._torch.integrate_joins(*args)
+    assert a["event_column"].size >= 2 and 4 not in a["event_column"]
+    for key in ("event_column", "event_direction", "armed"):
+        np.testing.assert_array_equal(b[key], a[key])
+    for key in ("event_t", "event_norm", "event_alignment"):
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-7)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        tor._torch.integrate_joins(*args[:13], 1.5, None, 0.25)
+    with pytest.raises(ValueError, match="armed must have shape"):
+        tor._torch.integrate_joins(*args[:11], np.ones(3), 0.1, 0.3, None, 0.25)
