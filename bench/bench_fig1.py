@@ -8,21 +8,14 @@ the NumPy right-hand side, PyTorch RK4 when installed. Every peer's fit times ar
 against tdflow's before the table is printed.
 """
 import argparse
-import time
 
 import numpy as np
 from scipy.integrate import solve_ivp
 
 import tdflow
-from common import fit_times, numpy_rhs, numpy_rhs_naive, rk4, table, torch, torch_rhs
+from common import fit_times, numpy_rhs, numpy_rhs_naive, rk4, table, timed, torch, torch_rhs
 
 D, M, R, T_END, H = 10, 50, 5, 250.0, 0.05
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def main():

@@ -18,12 +18,11 @@ against the CPU path measured in the same run, with the maximum relative disagre
 """
 import argparse
 import sys
-import time
 
 import numpy as np
 
 import tdflow
-from common import best_time, table
+from common import best_time, table, timed
 
 D, R = 100, 10
 
@@ -51,12 +50,6 @@ def rel(a, b):
 def rel_columns(a, b):
     """max over columns of ||a_j - b_j|| / ||b_j||: the tiny columns' velocities count too."""
     return float(np.max(np.linalg.norm(a - b, axis=0) / np.linalg.norm(b, axis=0)))
-
-
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def main():

@@ -28,6 +28,13 @@ def best_time(fn, repeat: int = 5, number: int = 1) -> float:
     return best
 
 
+def timed(fn):
+    """``(fn(), wall seconds)`` of one call."""
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
 def dgemm_peak(n: int = 2000) -> float:
     """GFLOP/s of NumPy's matmul on an n x n product (best of 3): the machine's reference rate."""
     A = np.random.default_rng(0).standard_normal((n, n))

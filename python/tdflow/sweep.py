@@ -775,6 +775,8 @@ def _run_on_dask(parsed: SweepSpec, todo: List[Run], out: Path, metas: Dict[str,
     distributed = _require_distributed()
     from tqdm.auto import tqdm
 
+    from .progress import tqdm_disable
+
     def say(msg):
         if verbose:
             print(msg, file=sys.stderr, flush=True)
@@ -799,7 +801,7 @@ def _run_on_dask(parsed: SweepSpec, todo: List[Run], out: Path, metas: Dict[str,
                    for run in todo}
         done = 0
         bar = tqdm(total=len(todo), desc=f"sweep {parsed.kind}", unit="run",
-                   disable=False if progress else (None if progress is None else True))
+                   disable=tqdm_disable(progress))
         try:
             for fut in distributed.as_completed(futures):
                 run = futures[fut]
