@@ -167,7 +167,8 @@ Method parse_method(const std::string& name) {
   if (name == "euler") return Method::Euler;
   if (name == "rk4") return Method::RK4;
   if (name == "dopri5") return Method::Dopri5;
-  throw py::value_error("method must be 'euler', 'rk4' or 'dopri5', got '" + name + "'");
+  if (name == "dop853") return Method::Dop853;
+  throw py::value_error("method must be 'euler', 'rk4', 'dopri5' or 'dop853', got '" + name + "'");
 }
 
 const char* status_name(Status s) {
@@ -208,13 +209,13 @@ struct StepArgs {
       if (t_eval[i] < t0) throw py::value_error("t_eval must not start before t0");
       if (i && t_eval[i] < t_eval[i - 1]) throw py::value_error("t_eval must be non-decreasing");
     }
-    if (method != Method::Dopri5 && !(h > 0 && std::isfinite(h)))
+    if (!is_adaptive(method) && !(h > 0 && std::isfinite(h)))
       throw py::value_error("h must be finite and > 0 for a fixed-step method");
-    if (method == Method::Dopri5 && (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0)))
+    if (is_adaptive(method) && (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0)))
       throw py::value_error("rtol and atol must be >= 0 and not both 0");
     if (!(h_max > 0)) throw py::value_error("h_max must be > 0");
     if (max_steps < 0) throw py::value_error("max_steps must be >= 0");
-    opt.h = method == Method::Dopri5 ? (std::isfinite(h) ? h : 0.0) : h;
+    opt.h = is_adaptive(method) ? (std::isfinite(h) ? h : 0.0) : h;
     opt.rtol = rtol;
     opt.atol = atol;
     opt.h_max = h_max;
@@ -542,6 +543,37 @@ py::dict integrate_joins_py(PyDeflationFlow& self, py::handle W0, double t0, py:
 
 }  // namespace
 
+// The adaptive methods' coefficients (integrate.hpp), so that the torch steppers use the very
+// same numbers rather than a second copy.
+py::dict tableau(const std::string& name) {
+  auto row = [](const double* x, int n) { return std::vector<double>(x, x + n); };
+  py::dict out;
+  if (name == "dopri5") {
+    using D = detail::DP5;
+    out["A"] = std::vector<std::vector<double>>{
+        {}, {D::a21}, {D::a31, D::a32}, {D::a41, D::a42, D::a43},
+        {D::a51, D::a52, D::a53, D::a54}, {D::a61, D::a62, D::a63, D::a64, D::a65}};
+    out["b"] = std::vector<double>{D::b1, 0.0, D::b3, D::b4, D::b5, D::b6};
+    out["e"] = std::vector<double>{D::e1, 0.0, D::e3, D::e4, D::e5, D::e6, D::e7};
+    std::vector<std::vector<double>> P;
+    for (const auto& r : D::P) P.push_back(row(r, 4));
+    out["P"] = P;
+  } else if (name == "dop853") {
+    using D = detail::DOP853;
+    std::vector<std::vector<double>> A, Dm;
+    for (int s = 0; s < 16; ++s) A.push_back(row(D::A[s], s));
+    for (const auto& r : D::D) Dm.push_back(row(r, 16));
+    out["A"] = A;
+    out["C"] = row(D::C, 16);
+    out["E3"] = row(D::E3, 12);
+    out["E5"] = row(D::E5, 12);
+    out["D"] = Dm;
+  } else {
+    throw py::value_error("no tableau for '" + name + "' (adaptive methods: dopri5, dop853)");
+  }
+  return out;
+}
+
 PYBIND11_MODULE(_core, mod) {
   mod.doc() = "tdflow's compiled core (private): CP contractions, gradient-flow RHS, steppers";
 #ifdef VERSION_INFO
@@ -550,6 +582,8 @@ PYBIND11_MODULE(_core, mod) {
   mod.attr("__version__") = TDFLOW_STR(VERSION_INFO);
 #endif
   mod.attr("has_openmp") = has_openmp();
+  mod.def("tableau", &tableau, py::arg("method"),
+          "Coefficients of an adaptive method ('dopri5' or 'dop853') as lists of floats.");
   mod.def("get_max_threads", &max_threads, "Number of OpenMP threads the core uses.");
   mod.def("set_max_threads", &set_max_threads, py::arg("n"),
           "Set the number of OpenMP threads (process-wide).");

@@ -150,6 +150,27 @@ def test_dopri5_options(rng):
     assert only_t0.n_steps == 0 and only_t0.t.tolist() == [0.0]
 
 
+def test_dop853_agrees_with_core(rng):
+    """Same steps, rejections and RHS count (extra dense stages included) as the C++ DOP853."""
+    tgt = make_target(rng, "general", 3)
+    cpu, tor = pair(tgt, lam=0.01)
+    W0 = 0.3 * rng.standard_normal((6, 5))
+    t_eval = np.array([0.0, 0.0, 0.37, 1.0, 1.0, 2.5])
+    kw = dict(method="dop853", rtol=1e-9, atol=1e-12, max_step=0.7, t_eval=t_eval)
+    a, b = cpu.integrate(W0, (0, 2.5), **kw), tor.integrate(W0, (0, 2.5), **kw)
+    np.testing.assert_array_equal(b.t, t_eval)
+    assert (b.n_steps, b.n_rejected, b.n_rhs) == (a.n_steps, a.n_rejected, a.n_rhs)
+    assert_rel(b.W, a.W, 1e-11)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-10)
+    tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, 1.2))
+    cpu, tor = pair(tgt)
+    W0 = tdflow.sphere(10, 50, 1e-15, 0)
+    a = cpu.integrate(W0, (0, 250), method="dop853", rtol=1e-8)
+    b = tor.integrate(W0, (0, 250), method="dop853", rtol=1e-8)
+    np.testing.assert_array_equal(b.fit_times(), a.fit_times())
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-7, atol=1e-12)
+
+
 def test_non_finite_state_raises_with_partial_trajectory(rng, monkeypatch):
     tgt = tdflow.Target.orthogonal(5, [1.0, 0.5])
     cpu, tor = pair(tgt)

@@ -67,6 +67,87 @@ def test_dopri5_dense_output(small_problem):
     np.testing.assert_allclose(tr.states, fine.states, rtol=1e-7, atol=1e-9)
 
 
+def test_dop853_local_error_is_eighth_order(small_problem):
+    """One DOP853 step of size h has error O(h^9); the embedded estimate drives it, so the
+    final state at a fixed first step (max_step = h, loose tolerance) converges with order 8."""
+    flow, W0 = small_problem
+    exact = flow.integrate(W0, (0.0, 1.0), method="dopri5", rtol=1e-14, atol=1e-16, n_records=2).W
+    hs = [0.5, 0.25, 0.125]
+    errs = [np.abs(flow.integrate(W0, (0.0, 1.0), method="dop853", h=h, max_step=h, rtol=1.0,
+                                  n_records=2).W - exact).max() for h in hs]
+    slopes = np.diff(np.log(errs)) / np.diff(np.log(hs))
+    assert np.all(slopes > 7.0), (errs, slopes)
+
+
+def test_dop853_dense_output_and_counts(small_problem):
+    flow, W0 = small_problem
+    t_eval = np.linspace(0, 2, 41)
+    tr = flow.integrate(W0, (0, 2), method="dop853", rtol=1e-10, t_eval=t_eval, save_states=True)
+    fine = flow.integrate(W0, (0, 2), method="rk4", h=1e-3, t_eval=t_eval, save_states=True)
+    np.testing.assert_allclose(tr.states, fine.states, rtol=1e-7, atol=1e-9)
+    # 12 evaluations per attempted step, 3 more on each accepted step that interpolates a
+    # record, plus the first one and one to choose the first step
+    attempts = tr.n_steps + tr.n_rejected
+    extra = tr.n_rhs - 12 * attempts - 2
+    assert extra % 3 == 0 and 0 < extra <= 3 * tr.n_steps
+    # records only at step ends cost nothing extra
+    ends = flow.integrate(W0, (0, 2), method="dop853", rtol=1e-10, t_eval=[0.0, 2.0])
+    assert ends.n_rhs == 12 * (ends.n_steps + ends.n_rejected) + 2
+    # an 8th-order method needs far fewer evaluations than dopri5 at a tight tolerance
+    dp5 = flow.integrate(W0, (0, 2), method="dopri5", rtol=1e-12, t_eval=[0.0, 2.0])
+    dp8 = flow.integrate(W0, (0, 2), method="dop853", rtol=1e-12, t_eval=[0.0, 2.0])
+    assert dp8.n_rhs < 0.6 * dp5.n_rhs
+    np.testing.assert_allclose(dp8.W, dp5.W, rtol=1e-10, atol=1e-12)
+
+
+def test_dop853_figure1_fit_times():
+    tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, 1.2))
+    flow = tdflow.GradientFlow(tgt)
+    W0 = tdflow.sphere(10, 50, 1e-15, 0)
+    a = flow.integrate(W0, (0, 250), method="dopri5", rtol=1e-8)
+    b = flow.integrate(W0, (0, 250), method="dop853", rtol=1e-8)
+    np.testing.assert_array_equal(b.fit_times(), a.fit_times())
+    np.testing.assert_allclose(b.W, a.W, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-6, atol=1e-8 * a.loss[0])
+    assert b.n_rhs < 0.75 * a.n_rhs
+
+
+def test_dop853_step_and_dense_output_equal_scipy(small_problem):
+    """One step of size h, interpolated inside: SciPy's DOP853 on the same RHS gives the same
+    numbers (an independent implementation of the same method)."""
+    integrate = pytest.importorskip("scipy.integrate")
+    flow, W0 = small_problem
+    d, m = W0.shape
+    h = 0.2
+    t_eval = np.array([0.0, 0.3 * h, 0.5 * h, 0.9 * h, h])
+
+    def f(t, y):
+        return flow.rhs(y.reshape(d, m, order="F")).ravel(order="F")
+
+    sol = integrate.solve_ivp(f, (0, h), W0.ravel(order="F"), method="DOP853", first_step=h,
+                              max_step=h, rtol=1e3, atol=1e3, t_eval=t_eval)
+    tr = flow.integrate(W0, (0, h), method="dop853", h=h, max_step=h, rtol=1.0, t_eval=t_eval,
+                        save_states=True)
+    assert tr.n_steps == 1 and tr.n_rhs == sol.nfev == 1 + 12 + 3  # f(W0), stages, dense stages
+    ours = np.stack([s.ravel(order="F") for s in tr.states], axis=1)
+    np.testing.assert_allclose(ours, sol.y, rtol=1e-13, atol=1e-14)
+
+
+def test_tableaux_are_consistent():
+    """Row sums of A are the nodes c, the weights sum to 1, error weights to 0."""
+    dp = tdflow._core.tableau("dopri5")
+    assert sum(dp["b"]) == pytest.approx(1.0, abs=1e-15)
+    assert sum(dp["e"]) == pytest.approx(0.0, abs=1e-15)
+    t = tdflow._core.tableau("dop853")
+    for s in range(1, 16):
+        assert sum(t["A"][s]) == pytest.approx(t["C"][s], abs=1e-14), s
+    assert sum(t["A"][12]) == pytest.approx(1.0, abs=1e-14)
+    assert sum(t["E5"]) == pytest.approx(0.0, abs=1e-14)
+    assert sum(t["E3"]) == pytest.approx(0.0, abs=1e-14)
+    with pytest.raises(ValueError, match="no tableau"):
+        tdflow._core.tableau("rk4")
+
+
 def test_nonfinite_state_raises_and_keeps_last_finite_state():
     flow = tdflow.GradientFlow(tdflow.Target.orthogonal(3, [1.0]))
     W0 = np.array([[3.0], [0.0], [0.0]])
@@ -122,9 +203,12 @@ def test_integrate_validation(small_problem):
         flow.integrate(np.ones((5, 2)), (0, 1))
     with pytest.raises(ValueError, match="rtol must be >= 0"):
         flow.integrate(W0, (0, 1), method="dopri5", rtol=-1.0)
+    with pytest.raises(ValueError, match="rtol and atol"):
+        flow._core.integrate(W0, 0.0, np.array([0.0, 1.0]), "dop853", np.nan, 0.0, 0.0, np.inf, 0,
+                             False, False, None, 0.1)
 
 
-@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+@pytest.mark.parametrize("method", ["rk4", "dopri5", "dop853"])
 def test_one_and_two_threads_agree_bitwise(rng, method):
     # large enough for several column blocks and the parallel path
     tgt = tdflow.Target.random_rotation(12, tdflow.geometric_weights(4), rng)

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .flow import METHODS as STEPPERS
+
 
 def _fig1(args) -> int:
     from .figure1 import run_figure1
@@ -219,8 +221,8 @@ def _add_deflate_parsers(sub) -> None:
     g.add_argument("--target", choices=("basis", "rotation"), help="orthogonal target frame")
     g.add_argument("--order", type=int, help="tensor order l")
     g.add_argument("--seed", type=int, help="random seed of the run")
-    g.add_argument("--method", choices=("euler", "rk4", "dopri5"), help="integrator")
-    g.add_argument("--rtol", type=float, help="dopri5 relative tolerance")
+    g.add_argument("--method", choices=STEPPERS, help="integrator")
+    g.add_argument("--rtol", type=float, help="relative tolerance of the adaptive methods")
     g.add_argument("--n-records", type=int, help="recording times per phase")
     g = p.add_argument_group("schedule (defaults: tdflow.Schedule())")
     for name, typ, text in SCHEDULE_OPTIONS:
@@ -266,9 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=1e-15, help="initialisation radius")
     p.add_argument("--lam", type=float, default=0.0, help="weight decay")
     p.add_argument("--t-end", type=float, default=250.0, help="final time")
-    p.add_argument("--method", choices=("euler", "rk4", "dopri5"), default="rk4")
+    p.add_argument("--method", choices=STEPPERS, default="rk4")
     p.add_argument("--h", type=float, default=0.05, help="step (fixed-step methods)")
-    p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (dopri5)")
+    p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (dopri5, dop853)")
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: default)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -278,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="linear", help="output folder for linear.png and linear.npz")
     p.add_argument("--seed", type=int, default=0, help="seed of the random matrix/regression cases")
-    p.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (dopri5)")
+    p.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (dopri5, dop853)")
     p.add_argument("--rk4-h", type=float, default=0.002, help="step of the RK4 runs")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

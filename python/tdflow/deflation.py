@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _core, analysis, io
 from ._checks import generator, positive_int, real_number
-from .flow import METHODS, GradientFlow, IntegrationError, Trajectory
+from .flow import ADAPTIVE, METHODS, GradientFlow, IntegrationError, Trajectory
 from .target import Target
 
 KIND = "deflation"
@@ -509,7 +509,7 @@ def deflate(
         raise TypeError(f"schedule must be a tdflow.Schedule, got {type(schedule).__name__}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method != "dopri5" and h is None:
+    if method not in ADAPTIVE and h is None:
         raise ValueError(f"method {method!r} needs a step h")
     seed_value = seed if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else -1
     rng = generator(seed)

@@ -12,8 +12,8 @@ Why PyTorch (rather than CUDA kernels in the extension, or CuPy):
 The model, the active set and the steppers are those of the C++ core (``flow.hpp``,
 ``integrate.hpp``), transcribed operation by operation: RHS in unit directions, the same
 exponent-bucket active set, Euler / RK4 with steps shortened onto the recording times, and
-Dormand-Prince 5(4) with the same per-column error norm, starting step, controller and dense
-output; ``integrate_joins`` adds the S_i membership check of Algorithm 2 (events.hpp) after
+Dormand-Prince 5(4) and DOP853 with the same per-column error norm, starting step, controller
+and dense output (coefficients read from the core, ``_core.tableau``); ``integrate_joins`` adds the S_i membership check of Algorithm 2 (events.hpp) after
 every accepted step, so ``tdflow.deflate(..., backend="cuda")`` runs its phases here. States stay
 on the device for the whole run; only recordings (and a few scalars per step) come back to the
 host.
@@ -39,28 +39,6 @@ BACKENDS = ("cpu", "cuda", "torch")
 
 _EPS = np.finfo(float).eps
 _MIN_EXP, _N_BUCKETS = -1100, 2200  # frexp exponents of squared norms (as flow.hpp)
-
-# Dormand-Prince 5(4) tableau (integrate.hpp, DP5)
-_A = [
-    [],
-    [1.0 / 5],
-    [3.0 / 40, 9.0 / 40],
-    [44.0 / 45, -56.0 / 15, 32.0 / 9],
-    [19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729],
-    [9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656],
-]
-_B = [35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84]
-_E = [-71.0 / 57600, 0.0, 71.0 / 16695, -71.0 / 1920, 17253.0 / 339200, -22.0 / 525, 1.0 / 40]
-_P = [
-    [1.0, -8048581381.0 / 2820520608, 8663915743.0 / 2820520608, -12715105075.0 / 11282082432],
-    [0.0, 0.0, 0.0, 0.0],
-    [0.0, 131558114200.0 / 32700410799, -68118460800.0 / 10900136933, 87487479700.0 / 32700410799],
-    [0.0, -1754552775.0 / 470086768, 14199869525.0 / 1410260304, -10690763975.0 / 1880347072],
-    [0.0, 127303824393.0 / 49829197408, -318862633887.0 / 49829197408, 701980252875.0 / 199316789632],
-    [0.0, -282668133.0 / 205662961, 2019193451.0 / 616988883, -1453857185.0 / 822651844],
-    [0.0, 40617522.0 / 29380423, -110615467.0 / 29380423, 69997945.0 / 29380423],
-]
-
 
 def require_torch():
     """The torch module, or an ImportError that says how to get it."""
@@ -312,8 +290,8 @@ class TorchFlow:
         try:
             if hook is not None:
                 hook(run.t, run.W)
-            if method == "dopri5":
-                run.dopri5(h, rtol, atol, h_max, max_steps)
+            if method in _SCHEMES:
+                run.adaptive(method, h, rtol, atol, h_max, max_steps)
             else:
                 run.fixed(method, h, max_steps)
         except KeyboardInterrupt as err:
@@ -390,14 +368,18 @@ def _finite(X) -> bool:
     return bool(torch.isfinite(X).all())
 
 
-def _column_error_norm(E, Y, Z, rtol: float, atol: float) -> float:
-    """``sqrt(mean_j (||e_j|| / (atol + rtol max(||y_j||, ||z_j||)))^2)``, as the core."""
-    m = E.shape[1]
+def _column_error_sum(E, Y, Z, rtol: float, atol: float) -> float:
+    """``sum_j (||e_j|| / (atol + rtol max(||y_j||, ||z_j||)))^2``, as the core."""
     e = torch.sqrt((E * E).sum(0))
     scale = atol + rtol * torch.sqrt(torch.maximum((Y * Y).sum(0), (Z * Z).sum(0)))
     inf = torch.full_like(e, math.inf)
     terms = torch.where(e == 0, torch.zeros_like(e), torch.where(scale > 0, e / scale, inf))
-    return math.sqrt(float((terms * terms).sum()) / m)
+    return float((terms * terms).sum())
+
+
+def _column_error_norm(E, Y, Z, rtol: float, atol: float) -> float:
+    """``sqrt(mean_j (||e_j|| / scale_j)^2)``, see :func:`_column_error_sum`."""
+    return math.sqrt(_column_error_sum(E, Y, Z, rtol, atol) / E.shape[1])
 
 
 class _Run:
@@ -470,7 +452,9 @@ class _Run:
                     return
             self.observe(tb, self.W)
 
-    def dopri5(self, h: float, rtol: float, atol: float, h_max: float, max_steps: int) -> None:
+    def adaptive(self, method: str, h: float, rtol: float, atol: float, h_max: float,
+                 max_steps: int) -> None:
+        """integrate.hpp's integrate_adaptive: ``method`` is "dopri5" or "dop853"."""
         t_eval = self.t_eval
         t_end = t_eval[-1]
         i = 0
@@ -479,26 +463,19 @@ class _Run:
             i += 1
         if i == len(t_eval):
             return
-        K = [None] * 7
-        K[0] = self.f(self.W)
-
-        def combine(base, hh, coef):
-            out = base.clone()
-            for s, c in enumerate(coef):
-                if c != 0.0:
-                    out.add_(K[s], alpha=hh * c)
-            return out
+        scheme = _SCHEMES[method](self.f, self.f(self.W))
+        exponent = -1.0 / (scheme.error_order + 1)
 
         if not (h > 0):  # Hairer's starting step
-            W = self.W
+            W, f0 = self.W, scheme.K[0]
             d0 = _column_error_norm(W, W, W, rtol, atol)
-            d1 = _column_error_norm(K[0], W, W, rtol, atol)
+            d1 = _column_error_norm(f0, W, W, rtol, atol)
             h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
             h0 = min(h0, t_end - self.t)
-            K1 = self.f(combine(W, h0, [1.0]))
-            d2 = _column_error_norm((K1 - K[0]) / h0, W, W, rtol, atol)
+            f1 = self.f(W + h0 * f0)
+            d2 = _column_error_norm((f1 - f0) / h0, W, W, rtol, atol)
             dm = max(d1, d2)
-            h1 = max(1e-6, h0 * 1e-3) if dm <= 1e-15 else (0.01 / dm) ** 0.2
+            h1 = max(1e-6, h0 * 1e-3) if dm <= 1e-15 else (0.01 / dm) ** -exponent
             h = min(100 * h0, h1)
         h = min(h, h_max)
 
@@ -515,13 +492,9 @@ class _Run:
             if h <= 16 * _EPS * max(1.0, abs(t)):
                 self.status = "step-too-small"
                 return
-            for s in range(1, 6):
-                K[s] = self.f(combine(W, h, _A[s]))
-            Wn = combine(W, h, _B)
-            K[6] = self.f(Wn)
-            E = combine(torch.zeros_like(W), h, _E)
-            err = _column_error_norm(E, W, Wn, rtol, atol)
-            if not math.isfinite(err) or not _finite(Wn) or not _finite(K[6]):
+            Wn = scheme.attempt(W, h)
+            err = scheme.error_norm(W, Wn, h, rtol, atol)
+            if not math.isfinite(err) or not _finite(Wn) or not _finite(scheme.K[-1]):
                 rejected_last = True
                 self.rejected += 1
                 h *= 0.1
@@ -531,7 +504,7 @@ class _Run:
                 continue
             if err > 1.0:
                 self.rejected += 1
-                h *= max(0.2, 0.9 * err ** -0.2)
+                h *= max(0.2, 0.9 * err ** exponent)
                 rejected_last = True
                 continue
             t_new = t_end if last else t + h
@@ -539,19 +512,122 @@ class _Run:
                 if t_eval[i] == t_new:
                     self.observe(t_new, Wn)
                 else:
-                    th = (t_eval[i] - t) / h
-                    pw = (th, th * th, th * th * th, th * th * th * th)
-                    q = [P[0] * pw[0] + P[1] * pw[1] + P[2] * pw[2] + P[3] * pw[3] for P in _P]
-                    self.observe(t_eval[i], combine(W, h, q))
+                    scheme.prepare_dense(W, h)
+                    self.observe(t_eval[i], scheme.dense((t_eval[i] - t) / h, W, Wn, h))
                 i += 1
             self.W = Wn
-            K[0] = K[6]  # first same as last
+            scheme.accept()
             self.t = t_new
             self.steps += 1
-            factor = 10.0 if err == 0.0 else min(10.0, 0.9 * err ** -0.2)
+            factor = 10.0 if err == 0.0 else min(10.0, 0.9 * err ** exponent)
             if rejected_last:
                 factor = min(1.0, factor)
             rejected_last = False
             h = min(h * factor, h_max)
             if self.tick(self.t):
                 return
+
+
+def _combine(base, h: float, coef, K):
+    """``base + h * sum_s coef[s] K[s]`` (zero coefficients skipped), as integrate.hpp."""
+    out = base.clone()
+    for c, k in zip(coef, K):
+        if c != 0.0:
+            out.add_(k, alpha=h * c)
+    return out
+
+
+class _Dopri5:
+    """Dormand-Prince 5(4): integrate.hpp's Dopri5Scheme. ``K[-1]`` is f at the new state."""
+
+    error_order = 4
+
+    def __init__(self, f, f0):
+        tab = _tableau("dopri5")
+        self.A, self.b, self.e, self.P = tab["A"], tab["b"], tab["e"], tab["P"]
+        self.f, self.K = f, [f0] + [None] * 6
+
+    def attempt(self, W, h: float):
+        K = self.K
+        for s in range(1, 6):
+            K[s] = self.f(_combine(W, h, self.A[s], K))
+        Wn = _combine(W, h, self.b, K)
+        K[6] = self.f(Wn)
+        return Wn
+
+    def error_norm(self, W, Wn, h: float, rtol: float, atol: float) -> float:
+        E = _combine(torch.zeros_like(W), h, self.e, self.K)
+        return _column_error_norm(E, W, Wn, rtol, atol)
+
+    def prepare_dense(self, W, h: float) -> None:
+        pass  # the dense output needs no further stage
+
+    def dense(self, th: float, W, Wn, h: float):
+        pw = (th, th * th, th * th * th, th * th * th * th)
+        q = [P[0] * pw[0] + P[1] * pw[1] + P[2] * pw[2] + P[3] * pw[3] for P in self.P]
+        return _combine(W, h, q, self.K)
+
+    def accept(self) -> None:
+        self.K[0] = self.K[6]  # first same as last
+
+
+class _Dop853:
+    """DOP853 (integrate.hpp's Dop853Scheme): 12 stages, the 5th/3rd-order error estimates of
+    dop853.f, and a 7th-order dense output costing 3 more RHS on steps that hold a record."""
+
+    error_order = 7
+
+    def __init__(self, f, f0):
+        tab = _tableau("dop853")
+        self.A, self.E3, self.E5, self.D = tab["A"], tab["E3"], tab["E5"], tab["D"]
+        self.f, self.K = f, [f0] + [None] * 12
+        self.extra = None
+
+    def attempt(self, W, h: float):
+        K = self.K[:13]
+        for s in range(1, 12):
+            K[s] = self.f(_combine(W, h, self.A[s], K))
+        Wn = _combine(W, h, self.A[12], K)
+        K[12] = self.f(Wn)
+        self.K, self.extra = K, None
+        return Wn
+
+    def error_norm(self, W, Wn, h: float, rtol: float, atol: float) -> float:
+        zero = torch.zeros_like(W)
+        s5 = _column_error_sum(_combine(zero, 1.0, self.E5, self.K), W, Wn, rtol, atol)
+        s3 = _column_error_sum(_combine(zero, 1.0, self.E3, self.K), W, Wn, rtol, atol)
+        if s5 == 0.0 and s3 == 0.0:
+            return 0.0
+        return abs(h) * s5 / math.sqrt((s5 + 0.01 * s3) * W.shape[1])
+
+    def prepare_dense(self, W, h: float) -> None:
+        if self.extra is not None:
+            return
+        K = list(self.K)
+        for s in range(13, 16):
+            K.append(self.f(_combine(W, h, self.A[s], K)))
+        self.extra = [_combine(torch.zeros_like(W), h, row, K) for row in self.D]
+
+    def dense(self, x: float, W, Wn, h: float):
+        F0 = Wn - W
+        F1 = h * self.K[0] - F0
+        F2 = 2.0 * F0 - h * (self.K[0] + self.K[12])
+        F3, F4, F5, F6 = self.extra
+        y = 1.0 - x
+        v = F2 + y * (F3 + x * (F4 + y * (F5 + x * F6)))
+        return W + x * (F0 + y * (F1 + x * v))
+
+    def accept(self) -> None:
+        self.K[0] = self.K[12]
+
+
+_SCHEMES = {"dopri5": _Dopri5, "dop853": _Dop853}
+_TABLEAUX: dict = {}
+
+
+def _tableau(method: str) -> dict:
+    if method not in _TABLEAUX:
+        from . import _core
+
+        _TABLEAUX[method] = _core.tableau(method)
+    return _TABLEAUX[method]

@@ -439,7 +439,8 @@ class DeepLinearFlow:
         """Integrate ``dW_l/dt = -dL/dW_l`` from ``layers0`` over ``t_span = (t0, t1)``.
 
         ``method``: ``"dopri5"`` (adaptive Dormand-Prince 5(4), error ``<~ atol + rtol ||W_l||`` for
-        each layer; ``h`` = first step, None: automatic), or fixed-step
+        each layer; ``h`` = first step, None: automatic), ``"dop853"`` (order 8, same control),
+        or fixed-step
         ``"rk4"`` / ``"euler"`` with step ``h`` (required). ``t_eval``: recording times inside
         ``t_span`` (default ``n_records`` evenly spaced). Records the loss, the gap ``f - f*``,
         ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances ``D_l(t)``.

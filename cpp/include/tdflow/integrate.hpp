@@ -24,7 +24,9 @@
 
 namespace tdflow {
 
-enum class Method { Euler = 0, RK4 = 1, Dopri5 = 2 };
+enum class Method { Euler = 0, RK4 = 1, Dopri5 = 2, Dop853 = 3 };
+
+inline bool is_adaptive(Method m) { return m == Method::Dopri5 || m == Method::Dop853; }
 
 enum class Status {
   Finished = 0,      // reached the last recording time
@@ -67,15 +69,15 @@ inline bool all_finite(const Mat& X) {
   return ok;
 }
 
-// sqrt(mean_j (||e_j|| / (atol + rtol * max(||y_j||, ||z_j||)))^2): the error of each column
-// relative to that column's size, because tiny columns (norm 1e-15) drive the dynamics.
-inline double column_error_norm(const Mat& E, const Mat& Y, const Mat& Z, double rtol,
-                                double atol) {
-  const Index m = E.cols();
+// sum_j (||e_j|| / (atol + rtol * max(||y_j||, ||z_j||)))^2: the error of each column relative
+// to that column's size, because tiny columns (norm 1e-15) drive the dynamics. Partial sums per
+// column block are added in a fixed order (the same result for any thread count).
+inline double column_error_sum(const Mat& E, const Mat& Y, const Mat& Z, double rtol, double atol) {
+  const Index m = E.cols(), d = E.rows();
   if (m == 0) return 0.0;
-  Vec terms(m);
-  for_column_blocks(m, E.rows(), [&](Index j0, Index nj) {
-    const Index d = E.rows();
+  Vec partial = Vec::Zero(n_col_blocks(m));
+  for_column_blocks(m, d, [&](Index j0, Index nj) {
+    double sum = 0.0;
     for (Index j = j0; j < j0 + nj; ++j) {
       const double *e_ = E.col(j).data(), *y = Y.col(j).data(), *z = Z.col(j).data();
       double se = 0.0, sy = 0.0, sz = 0.0;
@@ -84,12 +86,21 @@ inline double column_error_norm(const Mat& E, const Mat& Y, const Mat& Z, double
         sy += y[i] * y[i];
         sz += z[i] * z[i];
       }
-      const double e = std::sqrt(se);
+      if (se == 0.0) continue;
       const double scale = atol + rtol * std::sqrt(std::max(sy, sz));
-      terms[j] = e == 0.0 ? 0.0 : (scale > 0.0 ? e / scale : std::numeric_limits<double>::infinity());
+      const double r = scale > 0.0 ? std::sqrt(se) / scale : std::numeric_limits<double>::infinity();
+      sum += r * r;
     }
+    partial[j0 / kColBlock] = sum;
   });
-  return std::sqrt(terms.squaredNorm() / static_cast<double>(m));
+  return partial.sum();
+}
+
+// sqrt(mean_j (||e_j|| / scale_j)^2), see column_error_sum
+inline double column_error_norm(const Mat& E, const Mat& Y, const Mat& Z, double rtol,
+                                double atol) {
+  const Index m = E.cols();
+  return m == 0 ? 0.0 : std::sqrt(column_error_sum(E, Y, Z, rtol, atol) / static_cast<double>(m));
 }
 
 // Dormand-Prince 5(4) tableau.
@@ -118,6 +129,37 @@ struct DP5 {
        701980252875.0 / 199316789632},
       {0, -282668133.0 / 205662961, 2019193451.0 / 616988883, -1453857185.0 / 822651844},
       {0, 40617522.0 / 29380423, -110615467.0 / 29380423, 69997945.0 / 29380423}};
+};
+
+// DOP853 tableau (stages 13-15 only feed the dense output; row 12 of A holds the weights b).
+struct DOP853 {
+  static constexpr double C[16] = {0.0, 0.05260015195876773, 0.0789002279381516, 0.1183503419072274, 0.2816496580927726, 0.3333333333333333, 0.25, 0.3076923076923077, 0.6512820512820513, 0.6, 0.8571428571428571, 1.0, 1.0, 0.1, 0.2, 0.7777777777777778};
+  static constexpr double A[16][16] = {
+      {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.05260015195876773, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.0197250569845379, 0.0591751709536137, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.02958758547680685, 0.0, 0.08876275643042054, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.2413651341592667, 0.0, -0.8845494793282861, 0.924834003261792, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.037037037037037035, 0.0, 0.0, 0.17082860872947386, 0.12546768756682242, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.037109375, 0.0, 0.0, 0.17025221101954405, 0.06021653898045596, -0.017578125, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.03709200011850479, 0.0, 0.0, 0.17038392571223998, 0.10726203044637328, -0.015319437748624402, 0.008273789163814023, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.6241109587160757, 0.0, 0.0, -3.3608926294469414, -0.868219346841726, 27.59209969944671, 20.154067550477894, -43.48988418106996, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.47766253643826434, 0.0, 0.0, -2.4881146199716677, -0.590290826836843, 21.230051448181193, 15.279233632882423, -33.28821096898486, -0.020331201708508627, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {-0.9371424300859873, 0.0, 0.0, 5.186372428844064, 1.0914373489967295, -8.149787010746927, -18.52006565999696, 22.739487099350505, 2.4936055526796523, -3.0467644718982196, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {2.273310147516538, 0.0, 0.0, -10.53449546673725, -2.0008720582248625, -17.9589318631188, 27.94888452941996, -2.8589982771350235, -8.87285693353063, 12.360567175794303, 0.6433927460157636, 0.0, 0.0, 0.0, 0.0, 0.0},
+      {0.054293734116568765, 0.0, 0.0, 0.0, 0.0, 4.450312892752409, 1.8915178993145003, -5.801203960010585, 0.3111643669578199, -0.1521609496625161, 0.20136540080403034, 0.04471061572777259, 0.0, 0.0, 0.0, 0.0},
+      {0.056167502283047954, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25350021021662483, -0.2462390374708025, -0.12419142326381637, 0.15329179827876568, 0.00820105229563469, 0.007567897660545699, -0.008298, 0.0, 0.0, 0.0},
+      {0.03183464816350214, 0.0, 0.0, 0.0, 0.0, 0.028300909672366776, 0.053541988307438566, -0.05492374857139099, 0.0, 0.0, -0.00010834732869724932, 0.0003825710908356584, -0.00034046500868740456, 0.1413124436746325, 0.0, 0.0},
+      {-0.42889630158379194, 0.0, 0.0, 0.0, 0.0, -4.697621415361164, 7.683421196062599, 4.06898981839711, 0.3567271874552811, 0.0, 0.0, 0.0, -0.0013990241651590145, 2.9475147891527724, -9.15095847217987, 0.0},
+  };
+  static constexpr double E3[12] = {-0.18980075407240762, 0.0, 0.0, 0.0, 0.0, 4.450312892752409, 1.8915178993145003, -5.801203960010585, -0.4226823213237919, -0.1521609496625161, 0.20136540080403034, 0.02265179219836082};
+  static constexpr double E5[12] = {0.01312004499419488, 0.0, 0.0, 0.0, 0.0, -1.2251564463762044, -0.4957589496572502, 1.6643771824549864, -0.35032884874997366, 0.3341791187130175, 0.08192320648511571, -0.022355307863886294};
+  static constexpr double D[4][16] = {
+      {-8.428938276109013, 0.0, 0.0, 0.0, 0.0, 0.5667149535193777, -3.0689499459498917, 2.38466765651207, 2.117034582445028, -0.871391583777973, 2.2404374302607883, 0.6315787787694688, -0.08899033645133331, 18.148505520854727, -9.194632392478356, -4.436036387594894},
+      {10.427508642579134, 0.0, 0.0, 0.0, 0.0, 242.28349177525817, 165.20045171727028, -374.5467547226902, -22.113666853125306, 7.733432668472264, -30.674084731089398, -9.332130526430229, 15.697238121770845, -31.139403219565178, -9.35292435884448, 35.81684148639408},
+      {19.985053242002433, 0.0, 0.0, 0.0, 0.0, -387.0373087493518, -189.17813819516758, 527.8081592054236, -11.57390253995963, 6.8812326946963, -1.0006050966910838, 0.7777137798053443, -2.778205752353508, -60.19669523126412, 84.32040550667716, 11.99229113618279},
+      {-25.69393346270375, 0.0, 0.0, 0.0, 0.0, -154.18974869023643, -231.5293791760455, 357.6391179106141, 93.40532418362432, -37.45832313645163, 104.0996495089623, 29.8402934266605, -43.53345659001114, 96.32455395918828, -39.17726167561544, -149.72683625798564},
+  };
 };
 
 inline void check_times(double t0, const std::vector<double>& t_eval) {
@@ -205,11 +247,182 @@ Outcome integrate_fixed(Sys& sys, Method method, Mat& W, double t0,
   return out;
 }
 
-// Dormand-Prince 5(4) with error control per column (see column_error_norm).
-template <class Sys, class Observe, class Tick>
-Outcome integrate_dopri5(Sys& sys, Mat& W, double t0, const std::vector<double>& t_eval,
-                         const StepOptions& opt, Observe&& observe, Tick&& tick) {
-  using detail::DP5;
+namespace detail {
+
+// dst = base + h * sum_s coef[s] * K[s] (zero coefficients skipped), column block by block.
+inline void combine(Mat& dst, const Mat& base, double h, const double* coef, int n, const Mat* K) {
+  const Index d = base.rows(), m = base.cols();
+  for_column_blocks(m, d, [&](Index j0, Index nj) {
+    auto blk = dst.middleCols(j0, nj);
+    blk = base.middleCols(j0, nj);
+    for (int s = 0; s < n; ++s)
+      if (coef[s] != 0.0) blk += (h * coef[s]) * K[s].middleCols(j0, nj);
+  });
+}
+
+inline bool tiny_step(double h, double t) {
+  return h <= 16 * std::numeric_limits<double>::epsilon() * std::max(1.0, std::abs(t));
+}
+
+// Dormand-Prince 5(4): 6 new RHS per step (first same as last), 4th-order dense output for free.
+class Dopri5Scheme {
+ public:
+  static constexpr int kErrorOrder = 4;  // step factor err^(-1/(kErrorOrder+1))
+  Dopri5Scheme(Index d, Index m) : E_(d, m) {
+    for (auto& k : K_) k.resize(d, m);
+  }
+  Mat& f0() { return K_[0]; }
+  Mat& scratch() { return K_[1]; }
+
+  // Stages at W with step h: Wn and K[6] = f(Wn). Returns the RHS count.
+  template <class Sys>
+  long attempt(Sys& sys, const Mat& W, double h, Mat& Y, Mat& Wn) {
+    using D = DP5;
+    const double a[5][5] = {{D::a21}, {D::a31, D::a32}, {D::a41, D::a42, D::a43},
+                            {D::a51, D::a52, D::a53, D::a54},
+                            {D::a61, D::a62, D::a63, D::a64, D::a65}};
+    for (int s = 1; s <= 5; ++s) {
+      combine(Y, W, h, a[s - 1], s, K_);
+      sys.rhs(Y, K_[s]);
+    }
+    const double b[6] = {D::b1, 0.0, D::b3, D::b4, D::b5, D::b6};
+    combine(Wn, W, h, b, 6, K_);
+    sys.rhs(Wn, K_[6]);
+    return 6;
+  }
+
+  bool last_stage_finite() const { return all_finite(K_[6]); }
+
+  double error_norm(const Mat& W, const Mat& Wn, double h, double rtol, double atol) {
+    using D = DP5;
+    const double e[7] = {D::e1, 0.0, D::e3, D::e4, D::e5, D::e6, D::e7};
+    E_.setZero();
+    combine(E_, E_, h, e, 7, K_);
+    return column_error_norm(E_, W, Wn, rtol, atol);
+  }
+
+  template <class Sys>
+  long prepare_dense(Sys&, const Mat&, const Mat&, double) { return 0; }
+
+  // y(t + th * h) into Y
+  void dense(double th, const Mat& W, const Mat&, double h, Mat& Y) const {
+    const double pw[4] = {th, th * th, th * th * th, th * th * th * th};
+    double q[7];
+    for (int s = 0; s < 7; ++s)
+      q[s] = DP5::P[s][0] * pw[0] + DP5::P[s][1] * pw[1] + DP5::P[s][2] * pw[2] +
+             DP5::P[s][3] * pw[3];
+    combine(Y, W, h, q, 7, K_);
+  }
+
+  void accept() { K_[0].swap(K_[6]); }  // first same as last
+
+ private:
+  Mat K_[7], E_;
+};
+
+// DOP853 (Hairer, Norsett, Wanner; coefficients as in Hairer's dop853.f and SciPy): order 8, 12
+// new RHS per step, error from the 5th- and 3rd-order estimates combined as in dop853.f, and
+// a 7th-order dense output that costs 3 more RHS, spent only on steps that hold a record.
+class Dop853Scheme {
+ public:
+  static constexpr int kErrorOrder = 7;
+  Dop853Scheme(Index d, Index m) : E3_(d, m) {
+    for (auto& k : K_) k.resize(d, m);
+  }
+  Mat& f0() { return K_[0]; }
+  Mat& scratch() { return K_[1]; }
+
+  template <class Sys>
+  long attempt(Sys& sys, const Mat& W, double h, Mat& Y, Mat& Wn) {
+    for (int s = 1; s < 12; ++s) {
+      combine(Y, W, h, DOP853::A[s], s, K_);
+      sys.rhs(Y, K_[s]);
+    }
+    combine(Wn, W, h, DOP853::A[12], 12, K_);  // row 12 of A holds the weights b
+    sys.rhs(Wn, K_[12]);
+    dense_ready_ = false;
+    return 12;
+  }
+
+  bool last_stage_finite() const { return all_finite(K_[12]); }
+
+  // |h| * S5 / sqrt(m (S5 + 0.01 S3)), S_k = sum_j (||e_k,j|| / scale_j)^2 (dop853.f's norm,
+  // taken per column as for dopri5)
+  double error_norm(const Mat& W, const Mat& Wn, double h, double rtol, double atol) {
+    Mat& E5 = scratch_for_error();
+    E5.setZero();
+    combine(E5, E5, 1.0, DOP853::E5, 12, K_);
+    E3_.setZero();
+    combine(E3_, E3_, 1.0, DOP853::E3, 12, K_);
+    const Index m = W.cols();
+    if (m == 0) return 0.0;
+    const double s5 = column_error_sum(E5, W, Wn, rtol, atol);
+    const double s3 = column_error_sum(E3_, W, Wn, rtol, atol);
+    if (s5 == 0.0 && s3 == 0.0) return 0.0;
+    return std::abs(h) * s5 / std::sqrt((s5 + 0.01 * s3) * static_cast<double>(m));
+  }
+
+  // The three extra stages and the interpolation coefficients F3..F6 (stored in K[1..4],
+  // which the dense formula does not use).
+  template <class Sys>
+  long prepare_dense(Sys& sys, const Mat& W, const Mat&, double h) {
+    if (dense_ready_) return 0;
+    Mat& Y = E3_;
+    for (int s = 13; s < 16; ++s) {
+      combine(Y, W, h, DOP853::A[s], s, K_);
+      sys.rhs(Y, K_[s]);
+    }
+    const Index d = W.rows(), m = W.cols();
+    for (int i = 0; i < 4; ++i) {
+      Mat& F = K_[1 + i];
+      for_column_blocks(m, d, [&](Index j0, Index nj) {
+        auto blk = F.middleCols(j0, nj);
+        blk.setZero();
+        for (int s = 0; s < 16; ++s)
+          if (DOP853::D[i][s] != 0.0) blk += (h * DOP853::D[i][s]) * K_[s].middleCols(j0, nj);
+      });
+    }
+    dense_ready_ = true;
+    return 3;
+  }
+
+  // y = W + x (F0 + (1-x) (F1 + x (F2 + (1-x) (F3 + x (F4 + (1-x) (F5 + x F6)))))) with
+  // F0 = Wn - W, F1 = h f0 - F0, F2 = 2 F0 - h (f0 + f1)
+  void dense(double x, const Mat& W, const Mat& Wn, double h, Mat& Y) const {
+    const Index d = W.rows(), m = W.cols();
+    const double y = 1.0 - x;
+    for_column_blocks(m, d, [&](Index j0, Index nj) {
+      for (Index j = j0; j < j0 + nj; ++j) {
+        const double *w = W.col(j).data(), *wn = Wn.col(j).data();
+        const double *f0 = K_[0].col(j).data(), *f1 = K_[12].col(j).data();
+        const double *F3 = K_[1].col(j).data(), *F4 = K_[2].col(j).data(),
+                     *F5 = K_[3].col(j).data(), *F6 = K_[4].col(j).data();
+        double* out = Y.col(j).data();
+        for (Index i = 0; i < d; ++i) {
+          const double F0 = wn[i] - w[i], F1 = h * f0[i] - F0, F2 = 2.0 * F0 - h * (f0[i] + f1[i]);
+          const double v = F2 + y * (F3[i] + x * (F4[i] + y * (F5[i] + x * F6[i])));
+          out[i] = w[i] + x * (F0 + y * (F1 + x * v));
+        }
+      }
+    });
+  }
+
+  void accept() { K_[0].swap(K_[12]); }
+
+ private:
+  // K[13] is free between the error estimate and the extra stages
+  Mat& scratch_for_error() { return K_[13]; }
+  Mat K_[16], E3_;
+  bool dense_ready_ = false;
+};
+
+}  // namespace detail
+
+// Adaptive embedded Runge-Kutta (Scheme: detail::Dopri5Scheme or detail::Dop853Scheme) with
+// error control per column (see column_error_norm) and dense output at the recording times.
+template <class Scheme, class Sys, class Observe, class Tick>
+Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double>& t_eval,
+                           const StepOptions& opt, Observe&& observe, Tick&& tick) {
   detail::check_times(t0, t_eval);
   if (!(opt.rtol > 0) && !(opt.atol > 0))
     throw std::invalid_argument("rtol or atol must be > 0");
@@ -222,37 +435,28 @@ Outcome integrate_dopri5(Sys& sys, Mat& W, double t0, const std::vector<double>&
   for (; i < t_eval.size() && t_eval[i] == t0; ++i) observe(t0, W);
   if (i == t_eval.size()) return out;
 
-  Mat K[7], Y(d, m), Wn(d, m), E(d, m);
-  for (auto& k : K) k.resize(d, m);
-  sys.rhs(W, K[0]);
+  Scheme scheme(d, m);
+  Mat Y(d, m), Wn(d, m);
+  sys.rhs(W, scheme.f0());
   out.rhs_evals += 1;
-
-  auto combine = [&](Mat& dst, const Mat& base, double h, std::initializer_list<double> coef) {
-    detail::for_column_blocks(m, d, [&](Index j0, Index nj) {
-      auto blk = dst.middleCols(j0, nj);
-      blk = base.middleCols(j0, nj);
-      int s = 0;
-      for (double c : coef) {
-        if (c != 0.0) blk += (h * c) * K[s].middleCols(j0, nj);
-        ++s;
-      }
-    });
-  };
+  const double exponent = -1.0 / (Scheme::kErrorOrder + 1);
 
   double h = opt.h;
   if (!(h > 0)) {
     // Hairer's starting step: compare the state with its derivative, then try one Euler step.
+    const Mat& f0 = scheme.f0();
     const double d0 = detail::column_error_norm(W, W, W, opt.rtol, opt.atol);
-    const double d1 = detail::column_error_norm(K[0], W, W, opt.rtol, opt.atol);
+    const double d1 = detail::column_error_norm(f0, W, W, opt.rtol, opt.atol);
     double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
     h0 = std::min(h0, t_end - t0);
-    combine(Y, W, h0, {1.0});
-    sys.rhs(Y, K[1]);
+    Y = W + h0 * f0;
+    Mat& f1 = scheme.scratch();
+    sys.rhs(Y, f1);
     out.rhs_evals += 1;
-    E = (K[1] - K[0]) / h0;
-    const double d2 = detail::column_error_norm(E, W, W, opt.rtol, opt.atol);
+    Y = (f1 - f0) / h0;
+    const double d2 = detail::column_error_norm(Y, W, W, opt.rtol, opt.atol);
     const double h1 = std::max(d1, d2) <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
-                                                : std::pow(0.01 / std::max(d1, d2), 0.2);
+                                                : std::pow(0.01 / std::max(d1, d2), -exponent);
     h = std::min(100 * h0, h1);
   }
   h = std::min(h, opt.h_max);
@@ -269,33 +473,19 @@ Outcome integrate_dopri5(Sys& sys, Mat& W, double t0, const std::vector<double>&
       h = t_end - t;
       last = true;
     }
-    if (h <= 16 * std::numeric_limits<double>::epsilon() * std::max(1.0, std::abs(t))) {
+    if (detail::tiny_step(h, t)) {
       out.status = Status::StepTooSmall;
       return out;
     }
-    combine(Y, W, h, {DP5::a21});
-    sys.rhs(Y, K[1]);
-    combine(Y, W, h, {DP5::a31, DP5::a32});
-    sys.rhs(Y, K[2]);
-    combine(Y, W, h, {DP5::a41, DP5::a42, DP5::a43});
-    sys.rhs(Y, K[3]);
-    combine(Y, W, h, {DP5::a51, DP5::a52, DP5::a53, DP5::a54});
-    sys.rhs(Y, K[4]);
-    combine(Y, W, h, {DP5::a61, DP5::a62, DP5::a63, DP5::a64, DP5::a65});
-    sys.rhs(Y, K[5]);
-    combine(Wn, W, h, {DP5::b1, 0.0, DP5::b3, DP5::b4, DP5::b5, DP5::b6});
-    sys.rhs(Wn, K[6]);
-    out.rhs_evals += 6;
-    E.setZero();
-    combine(E, E, h, {DP5::e1, 0.0, DP5::e3, DP5::e4, DP5::e5, DP5::e6, DP5::e7});
-    const double err = detail::column_error_norm(E, W, Wn, opt.rtol, opt.atol);
+    out.rhs_evals += scheme.attempt(sys, W, h, Y, Wn);
+    const double err = scheme.error_norm(W, Wn, h, opt.rtol, opt.atol);
 
-    if (!std::isfinite(err) || !detail::all_finite(Wn) || !detail::all_finite(K[6])) {
+    if (!std::isfinite(err) || !detail::all_finite(Wn) || !scheme.last_stage_finite()) {
       // shrink hard; a state that blows up at every step size is reported as non-finite
       rejected_last = true;
       out.rejected += 1;
       h *= 0.1;
-      if (h <= 16 * std::numeric_limits<double>::epsilon() * std::max(1.0, std::abs(t))) {
+      if (detail::tiny_step(h, t)) {
         out.status = Status::NonFinite;
         return out;
       }
@@ -303,7 +493,7 @@ Outcome integrate_dopri5(Sys& sys, Mat& W, double t0, const std::vector<double>&
     }
     if (err > 1.0) {
       out.rejected += 1;
-      h *= std::max(0.2, 0.9 * std::pow(err, -0.2));
+      h *= std::max(0.2, 0.9 * std::pow(err, exponent));
       rejected_last = true;
       continue;
     }
@@ -314,20 +504,15 @@ Outcome integrate_dopri5(Sys& sys, Mat& W, double t0, const std::vector<double>&
         observe(t_new, Wn);
         continue;
       }
-      const double th = (t_eval[i] - t) / h;
-      const double pw[4] = {th, th * th, th * th * th, th * th * th * th};
-      double q[7];
-      for (int s = 0; s < 7; ++s)
-        q[s] = DP5::P[s][0] * pw[0] + DP5::P[s][1] * pw[1] + DP5::P[s][2] * pw[2] +
-               DP5::P[s][3] * pw[3];
-      combine(Y, W, h, {q[0], q[1], q[2], q[3], q[4], q[5], q[6]});
+      out.rhs_evals += scheme.prepare_dense(sys, W, Wn, h);
+      scheme.dense((t_eval[i] - t) / h, W, Wn, h, Y);
       observe(t_eval[i], Y);
     }
     W.swap(Wn);
-    K[0].swap(K[6]);  // first same as last
+    scheme.accept();
     out.t = t_new;
     out.steps += 1;
-    double factor = err == 0.0 ? 10.0 : std::min(10.0, 0.9 * std::pow(err, -0.2));
+    double factor = err == 0.0 ? 10.0 : std::min(10.0, 0.9 * std::pow(err, exponent));
     if (rejected_last) factor = std::min(1.0, factor);
     rejected_last = false;
     h = std::min(h * factor, opt.h_max);
@@ -343,7 +528,9 @@ template <class Sys, class Observe, class Tick>
 Outcome integrate(Sys& sys, Method method, Mat& W, double t0, const std::vector<double>& t_eval,
                   const StepOptions& opt, Observe&& observe, Tick&& tick) {
   if (method == Method::Dopri5)
-    return integrate_dopri5(sys, W, t0, t_eval, opt, observe, tick);
+    return integrate_adaptive<detail::Dopri5Scheme>(sys, W, t0, t_eval, opt, observe, tick);
+  if (method == Method::Dop853)
+    return integrate_adaptive<detail::Dop853Scheme>(sys, W, t0, t_eval, opt, observe, tick);
   return integrate_fixed(sys, method, W, t0, t_eval, opt, observe, tick);
 }
 
