@@ -582,6 +582,10 @@ PYBIND11_MODULE(_core, mod) {
   mod.attr("__version__") = TDFLOW_STR(VERSION_INFO);
 #endif
   mod.attr("has_openmp") = has_openmp();
+  mod.def("_pair_rounds", &detail::pair_rounds, py::arg("n_blocks"),
+          "The round-robin schedule of contract_self_add (for tests).");
+  mod.def("_self_block", &detail::self_block, py::arg("k"),
+          "Block edge contract_self_add uses for k columns (for tests).");
   mod.def("tableau", &tableau, py::arg("method"),
           "Coefficients of an adaptive method ('dopri5' or 'dop853') as lists of floats.");
   mod.def("get_max_threads", &max_threads, "Number of OpenMP threads the core uses.");

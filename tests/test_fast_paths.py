@@ -110,3 +110,39 @@ def test_batch_validation_and_failure(rng):
     with pytest.raises(tdflow.IntegrationError, match="replica 1") as info:
         flow.integrate_batch(W0s, (0, 50), method="euler", h=1.0, t_eval=np.arange(51.0))
     assert len(info.value.trajectories) == 3 and info.value.trajectories[0].success
+
+
+@pytest.mark.parametrize("order,m", [(4, 3072), (3, 3333), (5, 4100)])
+def test_symmetric_self_contraction_equals_reference(rng, order, m):
+    """With every column in the residual the model's own Gram matrix is formed in symmetric
+    block pairs (contract_self_add, used from 3072 columns on); the RHS must equal the plain reference, and not depend on threads."""
+    d = 5
+    target = tdflow.Target.random_unit(d, [1.0, 0.6], rng, order=order)
+    W = np.asfortranarray(rng.standard_normal((d, m)) * rng.uniform(0.1, 1.0, m))
+    flow = tdflow.GradientFlow(target, lam=0.01)
+    runs = []
+    for n in (1, 2):
+        with tdflow.num_threads(n):
+            runs.append(flow.rhs(W))
+    assert flow._core.n_active == m
+    np.testing.assert_array_equal(runs[0], runs[1])
+    expected = ref.rhs(target.U, target.a, W, order, 0.01)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(runs[0], expected, rtol=1e-10, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("nb", range(1, 14))
+def test_pair_rounds_meet_every_pair_once(nb):
+    rounds = tdflow._core._pair_rounds(nb)
+    pairs = [p for r in rounds for p in r]
+    assert sorted(pairs) == sorted((k, j) for j in range(nb) for k in range(j))
+    for r in rounds:  # a block is in at most one pair of a round: rounds run in parallel
+        blocks = [b for p in r for b in p]
+        assert len(blocks) == len(set(blocks))
+    assert len(rounds) == (0 if nb < 2 else nb - 1 + nb % 2)
+
+
+@pytest.mark.parametrize("k", [3072, 3333, 8000, 100000])
+def test_self_block_edge(k):
+    b = tdflow._core._self_block(k)
+    assert b % 8 == 0 and b & (b - 1) != 0 and 256 <= b <= 400

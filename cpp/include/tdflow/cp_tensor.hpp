@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "threads.hpp"
@@ -34,8 +35,12 @@ using VecMap = Eigen::Map<const Vec>;
 #ifndef TDFLOW_COL_BLOCK
 #define TDFLOW_COL_BLOCK 256
 #endif
+#ifndef TDFLOW_SELF_BLOCK
+#define TDFLOW_SELF_BLOCK 320
+#endif
 constexpr Index kRowBlock = TDFLOW_ROW_BLOCK;
 constexpr Index kColBlock = TDFLOW_COL_BLOCK;
+constexpr Index kSelfBlock = TDFLOW_SELF_BLOCK;  // about the edge of contract_self_add's blocks
 
 // One part of a CP tensor: components Z (d x k, columns z_j) with coefficients c (k).
 // `basis` marks Z = the first k standard basis vectors, whose Gram rows are just rows of V.
@@ -149,6 +154,94 @@ void contract(const Parts& parts, const VType& V, int q, Mat& out) {
         }
       }
     });
+  });
+}
+
+namespace detail {
+
+// Round-robin ("circle method") schedule over nb blocks: every pair K < J meets in exactly one
+// round and no block appears twice in a round, so the pairs of a round can update their two
+// output blocks in parallel while each output block still receives its terms in a fixed order.
+// Edge of contract_self_add's square blocks for k columns: about kSelfBlock, adjusted so that
+// the number of blocks is a multiple of 4 (every round then has an even number of pairs, which
+// 2 or 4 threads share evenly) and the edge is a multiple of 8 but not a power of two (a
+// power-of-two leading dimension made the GEMM packing thrash the cache: 373 against 265 ms per
+// RHS at d = 100, m = 8000). Depends on k only, so results do not depend on the thread count.
+inline Index self_block(Index k) {
+  Index nb = std::max<Index>(1, (k + kSelfBlock / 2) / kSelfBlock);
+  if (nb >= 4) nb = (nb + 3) / 4 * 4;
+  Index b = ((k + nb - 1) / nb + 7) / 8 * 8;
+  if ((b & (b - 1)) == 0) b += 8;
+  return b;
+}
+
+inline std::vector<std::vector<std::pair<Index, Index>>> pair_rounds(Index nb) {
+  std::vector<std::vector<std::pair<Index, Index>>> rounds;
+  if (nb < 2) return rounds;
+  const Index n = nb % 2 == 0 ? nb : nb + 1;  // block n-1 is a bye when nb is odd
+  for (Index r = 0; r < n - 1; ++r) {
+    std::vector<std::pair<Index, Index>> round;
+    for (Index i = 0; i < n / 2; ++i) {
+      Index a = (r + i) % (n - 1), b = i == 0 ? n - 1 : (r + n - 1 - i) % (n - 1);
+      if (a >= nb || b >= nb) continue;
+      if (a > b) std::swap(a, b);
+      round.emplace_back(a, b);
+    }
+    rounds.push_back(std::move(round));
+  }
+  return rounds;
+}
+
+}  // namespace detail
+
+// out(:, j) += sum_k c_k <z_k, z_j>^q z_k for the columns z_j of the part itself: contract(),
+// using the symmetry of its Gram matrix. Z diag(c) (d x k) is formed once; each pair of column
+// blocks (K, J), K < J, forms G = Z_K^T Z_J once and feeds both out_J += (Z diag c)_K G^q and
+// out_K += (Z diag c)_J (G^q)^T; diagonal blocks form only their lower triangle. 3/4 of the
+// flops of contract(), the same O(k d) memory and a result independent of the thread count.
+// Measured against contract() (d = 100): 1.2-1.3x faster on one thread from k = 500 on, but on
+// two threads only from k ~ 4000 on (1.15x at 4000, 1.25x at 8000; the rounds' barriers and
+// smaller blocks cost the rest), so callers keep contract() below kSelfMin columns.
+constexpr Index kSelfMin = 3072;
+inline void contract_self_add(const Part& part, int q, Mat& out) {
+  const Index d = part.Z.rows(), k = part.rank();
+  if (k == 0) return;
+  const Index kB = detail::self_block(k);
+  const Index nb = (k + kB - 1) / kB;
+  Mat Zc(d, k);
+  parallel_blocks(nb, 1.0 * d * k, [&](Index b) {
+    const Index j0 = b * kB, nj = std::min(kB, k - j0);
+    Zc.middleCols(j0, nj) = part.Z.middleCols(j0, nj) * part.c.segment(j0, nj).asDiagonal();
+  });
+  auto block = [&](Index b) { return std::make_pair(b * kB, std::min(kB, k - b * kB)); };
+  with_power(q, [&](auto pw) {
+    const double diag_work = 1.5 * static_cast<double>(kB) * kB * d * nb;
+    parallel_blocks(nb, diag_work, [&](Index b) {
+      const auto [j0, nj] = block(b);
+      Mat G(nj, nj);
+      G.triangularView<Eigen::Lower>() = part.Z.middleCols(j0, nj).transpose() * part.Z.middleCols(j0, nj);
+      for (Index jj = 0; jj < nj; ++jj) {
+        double* g = G.col(jj).data();
+        for (Index kk = jj; kk < nj; ++kk) g[kk] = pw(g[kk]);
+      }
+      G.triangularView<Eigen::StrictlyUpper>() = G.transpose();
+      out.middleCols(j0, nj).noalias() += Zc.middleCols(j0, nj) * G;
+    });
+    for (const auto& round : detail::pair_rounds(nb)) {
+      const double work = 3.0 * kB * kB * d * static_cast<double>(round.size());
+      parallel_blocks(static_cast<Index>(round.size()), work, [&](Index p) {
+        const auto [k0, nk] = block(round[p].first);
+        const auto [j0, nj] = block(round[p].second);
+        Mat G(nk, nj);
+        G.noalias() = part.Z.middleCols(k0, nk).transpose() * part.Z.middleCols(j0, nj);
+        for (Index jj = 0; jj < nj; ++jj) {
+          double* g = G.col(jj).data();
+          for (Index kk = 0; kk < nk; ++kk) g[kk] = pw(g[kk]);
+        }
+        out.middleCols(j0, nj).noalias() += Zc.middleCols(k0, nk) * G;
+        out.middleCols(k0, nk).noalias() += Zc.middleCols(j0, nj) * G.transpose();
+      });
+    }
   });
 }
 

@@ -145,7 +145,13 @@ class DeflationFlow {
   void rhs(const Eigen::Ref<const Mat>& W, Mat& dW) {
     prepare(W);
     const int l = order();
-    contract(residual_parts(), Wbar_, l - 1, P_);
+    if (coef_.size() == Wbar_.cols() && Wbar_.cols() >= kSelfMin) {
+      // every column is in the residual: its model part is contracted with its own columns
+      contract({target_.part()}, Wbar_, l - 1, P_);
+      contract_self_add(Part(Wbar_, coef_), l - 1, P_);
+    } else {
+      contract(residual_parts(), Wbar_, l - 1, P_);
+    }
     const Index d = W.rows(), m = W.cols();
     dW.resize(d, m);
     parallel_blocks(detail::n_col_blocks(m), 4.0 * d * m, [&](Index b) {
