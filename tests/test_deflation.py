@@ -112,11 +112,12 @@ def test_definition2_predicts_who_joins(small_run):
     assert (e["n_good"] + e["n_potential"] + e["n_bad"]).tolist() == e["n_redrawn"].tolist()
 
 
-@pytest.mark.parametrize("d, r, m, rotate", [(10, 5, 40, False), (30, 10, 80, True), (50, 10, 100, False)])
-def test_default_schedule_recovers_orthogonal_targets(d, r, m, rotate):
+@pytest.mark.parametrize("d, r, m, rotate, method", [(10, 5, 40, False, "dopri5"), (30, 10, 80, True, "dopri5"),
+                                                    (50, 10, 100, False, "dopri5"), (30, 10, 80, True, "dop853")])
+def test_default_schedule_recovers_orthogonal_targets(d, r, m, rotate, method):
     a = span_weights(r, 30.0)
     target = (tdflow.Target.random_rotation(d, a, rng=7) if rotate else tdflow.Target.orthogonal(d, a))
-    res = deflate(target, m, seed=1, progress=False)
+    res = deflate(target, m, seed=1, method=method, progress=False)
     assert res.status == "recovered" and res.all_fitted, res.summary()
     assert res.proposition1_ok.all(), res.summary()
     # no direction is fitted in a later epoch than a smaller one
