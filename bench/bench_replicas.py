@@ -1,6 +1,6 @@
 """Many small simulations: Figure-1-sized replicas (d=10, m=50, t in [0, 250]) per second.
 
-    python bench/bench_replicas.py [--replicas 40] [--threads N]
+    python bench/bench_replicas.py [--replicas 40] [--method dop853] [--threads N]
 
 One call of integrate_batch (replicas spread over the OpenMP threads, one replica per thread)
 against a Python loop over integrate, and against SciPy's solve_ivp (DOP853, rtol 1e-8) on the
@@ -19,6 +19,7 @@ from common import numpy_rhs, table
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--replicas", type=int, default=40)
+    p.add_argument("--method", choices=("dopri5", "dop853"), default="dop853", help="tdflow's stepper")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     if args.threads:
@@ -27,7 +28,7 @@ def main():
     target = tdflow.Target.orthogonal(10, a)
     flow = tdflow.GradientFlow(target)
     W0s = np.stack([tdflow.sphere(10, 50, 1e-15, s) for s in range(args.replicas)])
-    kw = dict(method="dopri5", rtol=1e-8, n_records=251)
+    kw = dict(method=args.method, rtol=1e-8, n_records=251)
 
     start = time.perf_counter()
     batch = flow.integrate_batch(W0s, (0, 250), **kw)
@@ -42,7 +43,7 @@ def main():
         solve_ivp(lambda t, y: numpy_rhs(target.U, a, y.reshape(10, 50, order="F")).ravel(order="F"),
                   (0, 250), W0.ravel(order="F"), method="DOP853", rtol=1e-8, atol=1e-30)
     t_peer = (time.perf_counter() - start) / n_peer * args.replicas
-    rows = [["tdflow integrate_batch", f"{args.replicas / t_batch:.1f}", "1.0x"],
+    rows = [[f"tdflow integrate_batch ({args.method})", f"{args.replicas / t_batch:.1f}", "1.0x"],
             ["tdflow loop over integrate", f"{args.replicas / t_loop:.1f}", f"{t_loop / t_batch:.1f}x"],
             [f"SciPy DOP853 + NumPy RHS ({n_peer} timed)", f"{args.replicas / t_peer:.2f}", f"{t_peer / t_batch:.1f}x"]]
     print(f"{args.replicas} replicas of d=10, m=50, t in [0, 250]; tdflow threads: {tdflow.get_num_threads()}")
