@@ -159,12 +159,9 @@ void contract(const Parts& parts, const VType& V, int q, Mat& out) {
 
 namespace detail {
 
-// Round-robin ("circle method") schedule over nb blocks: every pair K < J meets in exactly one
-// round and no block appears twice in a round, so the pairs of a round can update their two
-// output blocks in parallel while each output block still receives its terms in a fixed order.
-// Edge of contract_self_add's square blocks for k columns: about kSelfBlock, adjusted so that
-// the number of blocks is a multiple of 4 (every round then has an even number of pairs, which
-// 2 or 4 threads share evenly) and the edge is a multiple of 8 but not a power of two (a
+// Edge of contract_self_add's square blocks for k columns: about kSelfBlock, adjusted to aim at
+// a number of blocks that is a multiple of 4 (every round then has an even number of pairs,
+// which 2 or 4 threads share evenly) and the edge is a multiple of 8 but not a power of two (a
 // power-of-two leading dimension made the GEMM packing thrash the cache: 373 against 265 ms per
 // RHS at d = 100, m = 8000). Depends on k only, so results do not depend on the thread count.
 inline Index self_block(Index k) {
@@ -175,6 +172,9 @@ inline Index self_block(Index k) {
   return b;
 }
 
+// Round-robin ("circle method") schedule over nb blocks: every pair K < J meets in exactly one
+// round and no block appears twice in a round, so the pairs of a round can update their two
+// output blocks in parallel while each output block still receives its terms in a fixed order.
 inline std::vector<std::vector<std::pair<Index, Index>>> pair_rounds(Index nb) {
   std::vector<std::vector<std::pair<Index, Index>>> rounds;
   if (nb < 2) return rounds;
@@ -219,7 +219,8 @@ inline void contract_self_add(const Part& part, int q, Mat& out) {
     parallel_blocks(nb, diag_work, [&](Index b) {
       const auto [j0, nj] = block(b);
       Mat G(nj, nj);
-      G.triangularView<Eigen::Lower>() = part.Z.middleCols(j0, nj).transpose() * part.Z.middleCols(j0, nj);
+      const auto ZJ = part.Z.middleCols(j0, nj);
+      G.triangularView<Eigen::Lower>() = ZJ.transpose() * ZJ;
       for (Index jj = 0; jj < nj; ++jj) {
         double* g = G.col(jj).data();
         for (Index kk = jj; kk < nj; ++kk) g[kk] = pw(g[kk]);
