@@ -10,7 +10,7 @@ against the CPU path measured in the same run, with the maximum relative disagre
    fitted columns, the rest at radius 1e-15: the active set leaves them out) and in a dense
    state (every column of norm ~1), for each m: through ``GradientFlow.rhs`` (host arrays in
    and out, transfers included) and on device tensors (``TorchFlow.rhs``, synchronised);
-2. a whole Figure 1 run (d = 10, m = 50, radius 1e-15, t to 250, dopri5 rtol 1e-8): fit times
+2. a whole Figure 1 run (d = 10, m = 50, radius 1e-15, t to 250, dopri5 and dop853 at rtol 1e-8): fit times
    compared; too small for a GPU, shown so that nobody has to guess;
 3. a whole Algorithm 2 run, ``tdflow.deflate(target, m, seed=1, backend=...)`` with the default
    schedule (dopri5, rtol 1e-7): d = 100, r = 10 (geometric, ratio 1.2), m = --alg2-m; status,
@@ -58,25 +58,29 @@ def main():
     p.add_argument("--alg2-m", type=int, default=2000, help="m of the Algorithm 2 run")
     p.add_argument("--skip-alg2", action="store_true", help="leave out the Algorithm 2 run")
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads of the CPU path")
+    p.add_argument("--backend", choices=("cuda", "torch"), default="cuda",
+                   help="torch: the same script through PyTorch on the CPU, to check it without a GPU")
     args = p.parse_args()
+    backend = args.backend
     try:
         import torch
     except ImportError:
         sys.exit("bench_gpu.py needs PyTorch with CUDA: pip install 'tdflow[gpu]'")
-    if not torch.cuda.is_available():
+    if backend == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA device, and torch.cuda.is_available() is False "
                  f"(torch {torch.__version__}); nothing to measure on this machine")
     if args.threads:
         tdflow.set_num_threads(args.threads)
-    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}; "
-          f"CPU path: {tdflow.get_num_threads()} OpenMP threads")
+    device = torch.cuda.get_device_name() if backend == "cuda" else "none (PyTorch on the CPU)"
+    print(f"GPU: {device}, torch {torch.__version__}; CPU path: {tdflow.get_num_threads()} OpenMP threads")
 
     def sync():
-        torch.cuda.synchronize()
+        if backend == "cuda":
+            torch.cuda.synchronize()
 
     target = tdflow.Target.orthogonal(D, tdflow.geometric_weights(R, 1.2))
     cpu = tdflow.GradientFlow(target)
-    gpu = tdflow.GradientFlow(target, backend="cuda")
+    gpu = tdflow.GradientFlow(target, backend=backend)
     tf = gpu._torch
     rows = []
     for m in map(int, args.ms.split(",")):
@@ -99,29 +103,31 @@ def main():
                          f"{flops / t_dev / 1e9:.0f}" if kind == "dense" else "-",
                          f"{rel_columns(got, ref):.1e}"])
     print(f"\nOne RHS, d={D}, r={R}")
-    print(table(rows, ["m", "state", "CPU core", "cuda (host arrays)", "cuda (device)",
+    print(table(rows, ["m", "state", "CPU core", f"{backend} (host arrays)", f"{backend} (device)",
                        "CPU/device", "device GFLOP/s", "max rel diff (per column)"]))
-    print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    if backend == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
     rows = []
     a5 = tdflow.geometric_weights(5, 1.2)
     fig = tdflow.Target.orthogonal(10, a5)
     W0 = tdflow.sphere(10, 50, 1e-15, 0)
-    c1, g1 = tdflow.GradientFlow(fig), tdflow.GradientFlow(fig, backend="cuda")
+    c1, g1 = tdflow.GradientFlow(fig), tdflow.GradientFlow(fig, backend=backend)
     g1.integrate(W0, (0, 1), method="dopri5")  # warm up
-    ta, s_cpu = timed(lambda: c1.integrate(W0, (0, 250), method="dopri5", rtol=1e-8))
-    tb, s_gpu = timed(lambda: g1.integrate(W0, (0, 250), method="dopri5", rtol=1e-8))
-    same = np.array_equal(ta.fit_times(), tb.fit_times(), equal_nan=True)
-    rows.append(["Figure 1 (d=10, m=50, t<=250)", f"{s_cpu:.3f} s", f"{s_gpu:.3f} s",
-                 f"{s_cpu / s_gpu:.2f}x", f"{ta.n_steps}/{tb.n_steps}", f"{rel(tb.W, ta.W):.1e}",
-                 "same" if same else f"{ta.fit_times()} vs {tb.fit_times()}"])
-    print("\nWhole runs (dopri5; wall clock, recordings included)")
-    print(table(rows, ["run", "CPU core", "cuda", "CPU/cuda", "steps cpu/cuda", "max rel diff W",
+    for method in ("dopri5", "dop853"):
+        ta, s_cpu = timed(lambda: c1.integrate(W0, (0, 250), method=method, rtol=1e-8))
+        tb, s_gpu = timed(lambda: g1.integrate(W0, (0, 250), method=method, rtol=1e-8))
+        same = np.array_equal(ta.fit_times(), tb.fit_times(), equal_nan=True)
+        rows.append([f"Figure 1 (d=10, m=50, t<=250), {method}", f"{s_cpu:.3f} s", f"{s_gpu:.3f} s",
+                     f"{s_cpu / s_gpu:.2f}x", f"{ta.n_steps}/{tb.n_steps}", f"{rel(tb.W, ta.W):.1e}",
+                     "same" if same else f"{ta.fit_times()} vs {tb.fit_times()}"])
+    print("\nWhole runs (rtol 1e-8; wall clock, recordings included)")
+    print(table(rows, ["run", "CPU core", backend, f"CPU/{backend}", f"steps cpu/{backend}", "max rel diff W",
                        "fit times"]))
     if not args.skip_alg2:
         m = args.alg2_m
         ra, s_cpu = timed(lambda: tdflow.deflate(target, m, seed=1))
-        rb, s_gpu = timed(lambda: tdflow.deflate(target, m, seed=1, backend="cuda"))
+        rb, s_gpu = timed(lambda: tdflow.deflate(target, m, seed=1, backend=backend))
         same_events = all(np.allclose(ra.events[k], rb.events[k], rtol=1e-6)
                           if np.shape(ra.events[k]) == np.shape(rb.events[k]) else False
                           for k in ra.events)
@@ -130,7 +136,7 @@ def main():
                "same" if np.array_equal(ra.fit_order, rb.fit_order) else "differ",
                "same" if same_events else "differ", f"{rel(rb.W, ra.W):.1e}"]
         print("\nWhole Algorithm 2 run (tdflow.deflate, default schedule, seed 1)")
-        print(table([row], ["problem", "CPU core", "cuda", "CPU/cuda", "status", "epochs",
+        print(table([row], ["problem", "CPU core", backend, f"CPU/{backend}", "status", "epochs",
                             "fit order", "S_i events", "max rel diff W"]))
 
 
