@@ -84,7 +84,7 @@ def test_adaptive_matches_fine_rk4_on_figure1(fig1_setting):
     assert adaptive.n_rhs * 10 < fine.n_rhs
 
 
-@pytest.mark.parametrize("method,h", [("rk4", 0.1), ("dopri5", None)])
+@pytest.mark.parametrize("method,h", [("rk4", 0.1), ("dopri5", None), ("dop853", None)])
 def test_batch_equals_single_runs_bitwise(rng, method, h):
     target = tdflow.Target.random_unit(6, [1.0, 0.5], rng)
     flow = tdflow.GradientFlow(target, lam=1e-3)
