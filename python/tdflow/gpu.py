@@ -13,10 +13,10 @@ The model, the active set and the steppers are those of the C++ core (``flow.hpp
 ``integrate.hpp``), transcribed operation by operation: RHS in unit directions, the same
 exponent-bucket active set, Euler / RK4 with steps shortened onto the recording times, and
 Dormand-Prince 5(4) and DOP853 with the same per-column error norm, starting step, controller
-and dense output (coefficients read from the core, ``_core.tableau``); ``integrate_joins`` adds the S_i membership check of Algorithm 2 (events.hpp) after
-every accepted step, so ``tdflow.deflate(..., backend="cuda")`` runs its phases here. States stay
-on the device for the whole run; only recordings (and a few scalars per step) come back to the
-host.
+and dense output (coefficients read from the core, ``_core.tableau``); ``integrate_joins`` adds
+the S_i membership check of Algorithm 2 (events.hpp) after every accepted step, so
+``tdflow.deflate(..., backend="cuda")`` runs its phases here. States stay on the device for the
+whole run; only recordings (and a few scalars per step) come back to the host.
 
 No m x m matrix is formed: every Gram matrix ``Z^T V`` is computed in blocks of at most
 ``block x block`` entries (sources and output columns both blocked), raised to its power while
