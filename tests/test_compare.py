@@ -22,6 +22,10 @@ def test_rows_and_what_they_show(comparison):
     assert rows[("beyond-lazy", 3)].error < 1e-3
     assert rows[("lazy", 3)].error > 100 * rows[("beyond-lazy", 3)].error
     assert rows[("gradient-flow", 10)].error < 1e-4
+    # Lemma 5 checked at every step: the note gives max ||P_B U||_F^2 / ((m+K) delta^2) <= 1
+    for m in (3, 10):
+        note = rows[("beyond-lazy", m)].note
+        assert "(Lemma 5)" in note and 0 < float(note.split("=")[1].split()[0]) <= 1
     power = comparison.select("power")
     assert len(power) == 1 and power[0].m == 2 and power[0].error < 1.0
     for row in comparison.rows:
