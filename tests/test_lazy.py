@@ -87,3 +87,20 @@ def test_validation(rng):
         lazy_features(np.ones((60, 200)), 4)
     with pytest.raises(ValueError, match="ms must not be empty"):
         lazy_sweep(tgt, [], 0)
+
+
+@pytest.mark.parametrize("d,order", [(6, 3), (6, 4)])
+def test_theorem_1_setting_error_stays_order_one_until_m_d_nears_the_symmetric_dimension(d, order):
+    # Wang et al. 2020, Theorem 1: T* = [u*]^{(x)l}, u* uniform on the sphere; lazy training needs
+    # Omega(d^{l-1}) columns for o(1) error in expectation. With half the exact-fit count the mean
+    # squared error is still order one; at the exact-fit count it vanishes.
+    need = -(-symmetric_dim(d, order) // d)
+    errs = []
+    for seed in range(20):
+        u = np.random.default_rng(seed).standard_normal((d, 1))
+        tgt = tdflow.Target(u / np.linalg.norm(u), np.ones(1), order)
+        errs.append(lazy_sweep(tgt, [need // 2, need], 1000 + seed).relative_error ** 2)
+    half, full = np.mean(errs, axis=0)
+    assert half > 0.25
+    assert half > 0.5 * (1 - (need // 2) * d / symmetric_dim(d, order))
+    assert full < 1e-20

@@ -1,20 +1,32 @@
 """The lazy-training (linearised, NTK) baseline, for small d.
 
-Lazy training keeps the model at its linearisation around the initialisation ``W0``. For the
-deflation model ``sum_k w_k^{(x)l} / ||w_k||^{l-2}`` and for the beyond-lazy variant
-``sum_k s_k c_k^{l-2} w_k^{(x)l}`` alike, the derivative of component k in direction ``δ`` lies in
-``{P_sym(w_k^{(x)(l-1)} (x) δ) : δ in R^d}`` and spans all of it (the radial part is the case
-``δ = w_k``). Since ``T(W0)`` itself lies in that span, the best lazy fit is the orthogonal
-projection of ``T*`` onto
+Wang, Wu, Lee, Ma, Ge (2020), Theorem 1 (quoted): "Suppose the ground truth tensor
+T* = [u*]^{⊗l}, where u* is uniformly sampled from the unit sphere S^{d-1}. Lazy training
+(defined as below) requires Ω(d^{l-1}) components to achieve o(1) error in expectation." Lazy
+training there: "the model can only capture tensors in the linear subspace
+S_U = span{P_sym vec(u_i^{⊗l-1} ⊗ δ_i)}_{i=1}^m" (u_i the initialisation, δ_i arbitrary), whose
+dimension "is upperbounded by dm", while the symmetric tensors have dimension Ω(d^l).
+
+This module computes that fit. For the deflation model ``sum_k w_k^{(x)l} / ||w_k||^{l-2}`` and
+for the beyond-lazy variant ``sum_k s_k c_k^{l-2} w_k^{(x)l}`` alike, the derivative of component
+k in direction ``δ`` lies in ``{P_sym(w_k^{(x)(l-1)} (x) δ) : δ in R^d}`` and spans all of it (the
+radial part is the case ``δ = w_k``). Since ``T(W0)`` itself lies in that span, the best lazy fit
+is the orthogonal projection of ``T*`` onto
 
     S(W0) = span{ P_sym(w_k^{(x)(l-1)} (x) e_j) : k <= m, j <= d },
 
-which depends only on the directions of the columns (not on the initialisation's scale or on
-which of the two models is linearised). ``dim S <= min(m d, C(d+l-1, l))``, so lazy training
-needs ``m >= C(d+l-1, l) / d ~ d^{l-1} / l!`` columns to fit a generic target, whatever its rank.
+the paper's ``S_U``, which depends only on the directions of the columns (not on the
+initialisation's scale or on which of the two models is linearised).
+
+tdflow's exact-fit count (a consequence of the dimension bound, not the paper's theorem):
+``dim S <= min(m d, C(d+l-1, l))``, so an exact fit of every target, and of a generic one
+(even of rank 1), needs ``m >= C(d+l-1, l) / d ~ d^{l-1} / l!`` columns (:attr:`LazySweep.m_needed`).
 For generic columns equality holds (Alexander-Hirschowitz: ``S`` is the tangent space of the
 m-th secant variety of the Veronese variety) except in the defective cases ``(l, d, m)`` =
 ``(3, 5, 7)``, ``(4, 3, 5)``, ``(4, 4, 9)``, ``(4, 5, 14)``, where the span falls one short.
+Theorem 1 says more: even an o(1) error, in expectation over a random rank-1 target, needs
+Ω(d^{l-1}) columns. Measured (tests/test_lazy.py): for ``T* = [u*]^{(x)l}``, u* uniform, the
+mean squared relative error of the fit falls roughly like ``1 - m d / C(d+l-1, l)``.
 
 The least-squares problem is solved in the symmetric space: one row per multi-index
 ``i_1 <= ... <= i_l``, weighted by the square root of its number of permutations so that the
