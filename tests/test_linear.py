@@ -294,6 +294,17 @@ def test_validation_messages(rng):
     deep = DeepLinearFlow(np.ones((2, 2)), (2, 2, 2))  # four random matrix layers: no theorem
     with pytest.raises(ValueError, match=r"no rate bound of Min, Vidal, Mallada applies to dims \(2, 2, 2, 2, 2\)"):
         deep.rate_bound(deep.random_layers(0))
+    huge = flow.random_layers(0)
+    huge[0][0, 0] = 1e300
+    with pytest.raises(ValueError, match="layers: the product, the imbalances or the bounds' squares"):
+        flow.rate_bound(huge)
+    three = DeepLinearFlow(np.ones((2, 2)), (2, 2))  # D ~ 1e160 is finite, Delta*'s squares are not
+    big = three.random_layers(0)
+    big[1] *= 1e80
+    with pytest.raises(ValueError, match=r"overflow float64 \(largest entry 1.3e\+80\)"):
+        three.rate_bound(big)
+    scalar = DeepLinearFlow([[1.0]], (1, 1))  # only Theorem 2 overflows: Proposition 1 remains
+    assert scalar.rate_bound([np.array([[1e80]]), np.array([[1.0]]), np.array([[0.5]])]).kind == "scalar-multilayer"
     with pytest.raises(ValueError, match="kind must be"):
         flow.integrate(good, (0, 1), progress=False).observed_rate("mean")
 

@@ -66,3 +66,7 @@ def test_cli_three_layer(tmp_path, capsys):
     assert "(default: 200)" in help_text and "(default: 100)" in help_text and "Theorem 2" in help_text
     assert cli.main(["linear", "three-layer", "--draws", "0", "--out", str(tmp_path)]) == 2
     assert "draws must be >= 1" in capsys.readouterr().err
+    assert cli.main(["linear", "three-layer", "--horizon", "1e300", "--out", str(tmp_path)]) == 2
+    assert "horizon must be <= 40" in capsys.readouterr().err
+    assert cli.main(["linear", "three-layer", "--rtol", "nan", "--out", str(tmp_path)]) == 2
+    assert "rtol must be finite" in capsys.readouterr().err

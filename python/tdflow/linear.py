@@ -363,23 +363,51 @@ class DeepLinearFlow:
         random draws it never exceeded Theorem 1.
         """
         layers = self._layers(layers)
-        L, n, m = self.depth, self.dims[0], self.dims[-1]
-        W = self.product(layers)
+        n, m = self.dims[0], self.dims[-1]
+        overflow = ValueError(f"layers: the product, the imbalances or the bounds' squares of them "
+                              f"overflow float64 (largest entry "
+                              f"{max(float(np.abs(M).max()) for M in layers):.3g}); no rate bound "
+                              f"can be computed")
+        with np.errstate(over="ignore", invalid="ignore"):
+            W, Ds = self.product(layers), self.imbalances(layers)
+            scales = [float(np.sum(A * A) + np.sum(B * B)) for A, B in zip(layers[:-1], layers[1:])]
+        if not (np.all(np.isfinite(W)) and all(np.all(np.isfinite(D)) for D in Ds)
+                and np.all(np.isfinite(scales))):
+            raise overflow
 
         def sigma(k: int) -> float:
             return _singular_value(W, k) if at_state else self.margin(layers, k)
 
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                cands, info = self._bound_candidates(layers, Ds, scales, sigma)
+        except OverflowError:  # a Python float power past 1e308
+            raise overflow from None
+        if not cands:
+            raise ValueError(
+                f"no rate bound of Min, Vidal, Mallada applies to dims {self.dims}: with L >= 4 "
+                f"matrix layers Theorem 3 needs unimodal imbalances (D_l >= 0 for l < l*, <= 0 after)")
+        cands = {k: a for k, a in cands.items() if math.isfinite(a)}  # squares of D past 1e154
+        if not cands:
+            raise overflow
+        kind = max(cands, key=cands.get)  # the first of the largest, in the order above
+        alpha = max(cands[kind], 0.0)
+        return RateBound(2 * self.mu * alpha, alpha, self.mu, self.K, sigma(min(n, m)), kind,
+                         info, lb.FORMULAS[kind], lb.STATEMENTS[kind], cands)
+
+    def _bound_candidates(self, layers, Ds, scales, sigma):
+        """alpha of every statement that applies (see :meth:`rate_bound`), and the quantities."""
+        L, n, m = self.depth, self.dims[0], self.dims[-1]
         cands, info = {}, {}
         if L == 1:
             cands["single-layer"] = 1.0
         elif L == 2:
-            D = self.imbalances(layers)[0]
+            D = Ds[0]
             s_n, s_m = sigma(n), sigma(m)
             cands["two-layer"] = lb.two_layer_alpha(D, n, m, s_n, s_m)
             info.update(delta_plus=lb.delta_plus(D, n), delta_minus=lb.delta_minus(D, m),
                         delta_gap=lb.delta_gap(D, n, m), sigma_n=s_n, sigma_m=s_m)
         else:
-            Ds = self.imbalances(layers)
             scalar = all(dim == 1 for dim in self.dims)
             if scalar:  # Theorem 3 on the sorted layers: the deep-unimodal statement adds nothing
                 w = [float(M[0, 0]) for M in layers]
@@ -389,7 +417,6 @@ class DeepLinearFlow:
                 deltas = lb.three_layer_deltas(-Ds[0], Ds[1], n, m)
                 cands["three-layer"] = lb.delta_star(*deltas)
                 info.update(zip(("Delta21", "Delta21_2", "Delta23", "Delta23_2"), deltas))
-            scales = [float(np.sum(A * A) + np.sum(B * B)) for A, B in zip(layers[:-1], layers[1:])]
             stars = [] if scalar else lb.unimodal_indices(Ds, 1e-12, scales)
             if stars:
                 homogeneous = lb.is_homogeneous(Ds, 1e-12, scales)
@@ -399,14 +426,7 @@ class DeepLinearFlow:
                 cands["deep-unimodal-homogeneous" if homogeneous else "deep-unimodal"] = alphas[best]
                 info.update(l_star=stars[best],
                             cumulative=lb.cumulative_imbalance(Ds, stars[best], n, m))
-        if not cands:
-            raise ValueError(
-                f"no rate bound of Min, Vidal, Mallada applies to dims {self.dims}: with L >= 4 "
-                f"matrix layers Theorem 3 needs unimodal imbalances (D_l >= 0 for l < l*, <= 0 after)")
-        kind = max(cands, key=cands.get)  # the first of the largest, in the order above
-        alpha = max(cands[kind], 0.0)
-        return RateBound(2 * self.mu * alpha, alpha, self.mu, self.K, sigma(min(n, m)), kind,
-                         info, lb.FORMULAS[kind], lb.STATEMENTS[kind], cands)
+        return cands, info
 
     # -- integration ----------------------------------------------------------------------
     def integrate(

@@ -37,6 +37,8 @@ __all__ = [
 def eigs(M) -> np.ndarray:
     """Eigenvalues of the symmetric part of ``M``, largest first (``lambda_1 >= lambda_2 >= ...``)."""
     M = np.asarray(M, dtype=float)
+    if not np.all(np.isfinite(M)):
+        raise ValueError("an imbalance matrix contains NaN or Inf")
     return np.linalg.eigvalsh(0.5 * (M + M.T))[::-1]
 
 
@@ -92,8 +94,7 @@ def two_layer_alpha(D, n: int, m: int, sigma_n: float, sigma_m: float) -> float:
     For ``n = h = m = 1`` it is the scalar warm-up ``sqrt(d^2 + 4 w^2)``.
     """
     dp, dm, dg = delta_plus(D, n), delta_minus(D, m), delta_gap(D, n, m)
-    return 0.5 * (-dp + math.sqrt((dp + dg) ** 2 + 4.0 * sigma_m ** 2)
-                  - dm + math.sqrt((dm + dg) ** 2 + 4.0 * sigma_n ** 2))
+    return 0.5 * (-dp + math.hypot(dp + dg, 2.0 * sigma_m) - dm + math.hypot(dm + dg, 2.0 * sigma_n))
 
 
 # -- three layers: MVM Definitions 1-2, Theorem 2 --------------------------------------------
@@ -162,7 +163,7 @@ def three_layer_alpha(D21, D23, n: int, m: int) -> float:
 def delta_star(d21: float, d21_2: float, d23: float, d23_2: float) -> float:
     """Theorem 2's ``Delta* = 1/2 (d21_2 + d21^2) + d21 d23 + 1/2 (d23_2 + d23^2)`` from the four
     quantities of :func:`three_layer_deltas` (see :func:`three_layer_alpha`)."""
-    return 0.5 * (d21_2 + d21 ** 2) + d21 * d23 + 0.5 * (d23_2 + d23 ** 2)
+    return 0.5 * (d21_2 + d21 * d21) + d21 * d23 + 0.5 * (d23_2 + d23 * d23)
 
 
 # -- deep models: MVM Definition 3, Theorem 3, Corollary 2 ------------------------------------

@@ -98,7 +98,7 @@ def observed_rates(flow: DeepLinearFlow, layers, horizon: float, start: float, b
     fallen by ``e^-horizon``: runs of length ``horizon / start`` (``start``: the rate at t = 0)
     with records spaced geometrically from the start of each run (a fast decay is resolved),
     repeated from the end state until the gap is small enough; ``bound`` (> 0: a proven rate)
-    caps the number of runs, since the gap must have fallen by then."""
+    caps the number of runs, since the gap must have fallen by then (100 runs when it is 0)."""
     if not start > 0:
         raise ValueError(f"the rate at t = 0 is {start:.3g}: no decay to measure")
     length = horizon / start
@@ -114,6 +114,8 @@ def observed_rates(flow: DeepLinearFlow, layers, horizon: float, start: float, b
         if tr.gap[-1] <= math.exp(-horizon) * gap0:
             break
     t, gap, rate = (np.concatenate(a) for a in (t_all, gap_all, rate_all))
+    if not gap0 > 0:
+        raise ValueError("the loss gap is 0 at t = 0: no decay to measure")
     ok = (gap > 1e-10 * gap0) & (gap > 0)  # below: rounding of the residual
     last = int(np.flatnonzero(ok)[-1])
     return float(np.min(rate[ok])), float(math.log(gap0 / gap[last]) / t[last]) if last else math.nan
@@ -132,6 +134,10 @@ def run_three_layer(*, n: int = DEFAULTS["n"], m: int = DEFAULTS["m"], h1: int =
     n, m, h1, h2 = (positive_int(v, k) for v, k in ((n, "n"), (m, "m"), (h1, "h1"), (h2, "h2")))
     draws, seed = positive_int(draws, "draws"), positive_int(seed, "seed", minimum=0)
     horizon = real_number(horizon, "horizon", minimum=0.0, strict=True)
+    if horizon > 40:  # records below 1e-10 gap(0) = e^-23 gap(0) are rounding anyway
+        raise ValueError(f"horizon must be <= 40 (the gap is resolved down to e^-23), got {horizon}")
+    rtol = real_number(rtol, "rtol", minimum=0.0, strict=True)
+    n_records = positive_int(n_records, "n_records", minimum=3)
     schemes = list(schemes)
     for s in schemes:
         scheme_std(s, n, h1, h2, m)  # validates the name
