@@ -275,6 +275,22 @@ def test_three_layer_bound_holds_on_random_draws(n, h1, h2, m, seed):
     assert b.alpha <= flow.ntk_min_eig(layers) + tol
 
 
+def test_three_layer_slides_version_without_squares_fails():
+    """The slides print 1/2 (Delta_21^(2) + Delta_21) + Delta_21 Delta_23 + 1/2 (Delta_23^(2) +
+    Delta_23); the paper squares Delta_21 and Delta_23. The unsquared version exceeds lambda_min(T)."""
+    rng = np.random.default_rng(0)
+    fails = 0
+    for _ in range(300):
+        n, m, h1, h2 = 2, 1, 2, 3
+        scale = np.exp(rng.uniform(-1.5, 1.5, 3))
+        layers = [s * rng.standard_normal(sh) for s, sh in zip(scale, [(n, h1), (h1, h2), (h2, m)])]
+        d21, d21_2, d23, d23_2, star = literal_three_layer(*layers)
+        lmin = literal_T_min(layers)
+        assert star <= lmin + 1e-9 * (1 + lmin)
+        fails += 0.5 * (d21_2 + d21) + d21 * d23 + 0.5 * (d23_2 + d23) > lmin + 1e-9 * (1 + lmin)
+    assert fails >= 5
+
+
 @pytest.mark.parametrize("dims,l_star", [((2, 2, 2, 2), 1), ((3, 3, 3, 3, 3), 3),
                                          ((1, 3, 3, 3, 3), 1), ((3, 3, 3, 2), 3)])
 @pytest.mark.parametrize("homogeneous", [False, True])

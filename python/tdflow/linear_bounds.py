@@ -153,9 +153,11 @@ def three_layer_alpha(D21, D23, n: int, m: int) -> float:
                                             + 1/2 (Delta_23^(2) + Delta_23^2)
 
     for ``W_1`` (n x h_1), ``W_2`` (h_1 x h_2), ``W_3`` (h_2 x m), any initialisation. The squares
-    ``Delta_21^2, Delta_23^2`` are the paper's; the slides print ``Delta_21, Delta_23`` unsquared,
-    which is not homogeneous of degree 2 in the imbalance and not what Theorem G.2 derives.
-    It is the exact minimum of ``lambda_n(W_1W_2W_2^TW_1^T) + lambda_n(W_1W_1^T) lambda_m(W_3^TW_3)
+    ``Delta_21^2, Delta_23^2`` are the paper's (ICML eq. 15, per the notes); the slides print
+    ``1/2 (Delta_21^(2) + Delta_21)`` unsquared. tdflow follows the paper: the squared version
+    reduces to the product of cumulative imbalances for scalar layers (App. H; tested) and holds
+    on random draws, the unsquared one exceeds lambda_min(T) on some (tested). It is the exact
+    minimum of ``lambda_n(W_1W_2W_2^TW_1^T) + lambda_n(W_1W_1^T) lambda_m(W_3^TW_3)
     + lambda_m(W_3^TW_2^TW_2W_3)`` over weights with these imbalances (Theorem G.2)."""
     return delta_star(*three_layer_deltas(D21, D23, n, m))
 
