@@ -116,8 +116,10 @@ def test_scalar_two_factor_bound_is_the_theorem_and_tight_at_start():
     flow = DeepLinearFlow([[2.0], [2.0]], (1,), X=[[1.0], [1.0]])
     layers0 = [np.array([[1.0]]), np.array([[0.5]])]
     b = flow.rate_bound(layers0)
-    assert b.kind == "scalar-two-factor" and b.mu == 2.0 and b.K == 2.0
-    assert b.imbalance["d"] == 0.75 and b.margin == pytest.approx(0.5)  # 2 - |2 - 0.5|
+    # Theorem 1 at n = h = m = 1 is the scalar warm-up: d = u^2 - v^2 = 0.75 is the gap, no spread
+    assert b.kind == "two-layer" and b.mu == 2.0 and b.K == 2.0 and "Theorem 1" in b.statement
+    assert b.imbalance["delta_gap"] == 0.75 and b.imbalance["delta_plus"] == b.imbalance["delta_minus"] == 0
+    assert b.margin == pytest.approx(0.5) == flow.margin(layers0)  # 2 - |2 - 0.5|
     assert b.rate == pytest.approx(2 * 2 * math.sqrt(0.75 ** 2 + 4 * 0.5 ** 2))  # = 5
     tr = flow.integrate(layers0, (0, 4), rtol=1e-11, n_records=81, progress=False)
     # at t = 0, ||grad L||^2 / gap = 9 (u^2 + v^2) / 2.25 = 5: the bound is attained
@@ -163,7 +165,7 @@ def test_observed_rate_never_below_bound_scalar(seed):
         flow = DeepLinearFlow([[1.0]], (1,) * (L - 1))
         layers0 = random_scalar_layers(rng, L)
         b, _ = assert_rate_above_bound(flow, layers0)
-        assert b.kind == ("scalar-two-factor" if L == 2 else "scalar-multilayer")
+        assert b.kind == ("two-layer" if L == 2 else "scalar-multilayer")
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -289,9 +291,20 @@ def test_validation_messages(rng):
         flow.integrate(good, (1, 0))
     with pytest.raises(ValueError, match=r"theta must have shape \(12, 2\)"):
         flow.unpack(np.zeros((12, 3)))
-    deep = DeepLinearFlow(np.ones((2, 2)), (2, 2))
-    with pytest.raises(ValueError, match="rate bounds are implemented for"):
+    deep = DeepLinearFlow(np.ones((2, 2)), (2, 2, 2))  # four random matrix layers: no theorem
+    with pytest.raises(ValueError, match=r"no rate bound of Min, Vidal, Mallada applies to dims \(2, 2, 2, 2, 2\)"):
         deep.rate_bound(deep.random_layers(0))
+    huge = flow.random_layers(0)
+    huge[0][0, 0] = 1e300
+    with pytest.raises(ValueError, match="layers: the product, the imbalances or the bounds' squares"):
+        flow.rate_bound(huge)
+    three = DeepLinearFlow(np.ones((2, 2)), (2, 2))  # D ~ 1e160 is finite, Delta*'s squares are not
+    big = three.random_layers(0)
+    big[1] *= 1e80
+    with pytest.raises(ValueError, match=r"overflow float64 \(largest entry 1.3e\+80\)"):
+        three.rate_bound(big)
+    scalar = DeepLinearFlow([[1.0]], (1, 1))  # only Theorem 2 overflows: Proposition 1 remains
+    assert scalar.rate_bound([np.array([[1e80]]), np.array([[1.0]]), np.array([[0.5]])]).kind == "scalar-multilayer"
     with pytest.raises(ValueError, match="kind must be"):
         flow.integrate(good, (0, 1), progress=False).observed_rate("mean")
 

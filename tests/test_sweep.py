@@ -200,14 +200,17 @@ def test_linear_kind(client, tmp_path):
     spec = {"kind": "linear", "seeds": 2,
             "runs": [{"n0": 1, "nL": 1, "hidden": [1], "t_end": 3.0},
                      {"init": "near", "balance": 1.5, "t_end": 2.0},
-                     {"hidden": [3, 3], "t_end": 1.0}]}
+                     {"hidden": [3, 3], "t_end": 1.0},
+                     {"hidden": [3, 3, 3], "t_end": 0.5}]}
     res = sweep(spec, tmp_path, client=client, verbose=False)
-    assert res.errors == 0 and len(res.rows) == 6
+    assert res.errors == 0 and len(res.rows) == 8
     for run, row in zip(parse_spec(spec).runs, res.rows):
         direct = run_one("linear", run.params, run.seed)["row"]
         np.testing.assert_equal({k: row[k] for k in direct}, direct)
-    assert all(r["holds"] for r in res.rows[:4])
-    assert res.rows[4]["bound_kind"] == "none" and res.rows[4]["holds"] is None
+    assert all(r["holds"] for r in res.rows[:6])
+    assert res.rows[4]["bound_kind"] == "three-layer"  # Theorem 2 of Min, Vidal, Mallada
+    # four random matrix layers: no theorem applies
+    assert res.rows[6]["bound_kind"] == "none" and res.rows[6]["holds"] is None
 
 
 def test_register_a_kind_with_one_line(client, tmp_path, monkeypatch):

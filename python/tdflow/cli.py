@@ -34,6 +34,8 @@ def _fig1(args) -> int:
 
 
 def _linear(args) -> int:
+    if args.linear_command == "three-layer":
+        return _linear_three_layer(args)
     from .linear_examples import plot_linear_comparison, run_linear_comparison
 
     out = Path(args.out)
@@ -47,6 +49,67 @@ def _linear(args) -> int:
         plot_linear_comparison(result, png)
         print(f"figure: {png}")
     return 0 if result.holds() else 1
+
+
+def _linear_three_layer(args) -> int:
+    from .linear_three_layer import plot_three_layer, run_three_layer
+
+    out = Path(args.tl_out)
+    result = run_three_layer(n=args.tl_n, m=args.tl_m, h1=args.tl_h1, h2=args.tl_h2,
+                             draws=args.tl_draws, seed=args.tl_seed, horizon=args.tl_horizon,
+                             rtol=args.tl_rtol, progress=False if args.tl_quiet else None)
+    print(result.summary())
+    npz = result.save(out / "three_layer.npz")
+    print(f"arrays: {npz}")
+    if not args.tl_no_plot:
+        png = out / "three_layer.png"
+        plot_three_layer(result, png)
+        print(f"figure: {png}")
+    return 0 if result.holds() else 1
+
+
+def _add_linear_parsers(sub) -> None:
+    p = sub.add_parser("linear", help="deep linear models: convergence-rate bounds against observed rates",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Without a subcommand: the table of rate bounds against "
+                       "observed rates. 'tdflow linear three-layer --help': the three-layer "
+                       "experiment of Min, Vidal, Mallada 2023.")
+    p.add_argument("--out", default="linear", help="output folder for linear.png and linear.npz")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random matrix/regression cases")
+    p.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (dopri5, dop853)")
+    p.add_argument("--rk4-h", type=float, default=0.002, help="step of the RK4 runs")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_linear)
+    # the subcommand's options have their own dest names: argparse versions differ in whether
+    # a subparser's defaults override the parent's
+    from .linear_three_layer import DEFAULTS as TL
+
+    lsub = p.add_subparsers(dest="linear_command", metavar="{three-layer}")
+    q = lsub.add_parser("three-layer", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                        help="Min, Vidal, Mallada 2023, Fig. 1 (left): Theorem 2's rate bound "
+                        "Delta*(D21, D23) against observed rates, NTK / Fan-in / Fan-out",
+                        description="Draws the three-layer initialisations of Min, Vidal, Mallada "
+                        "2023 (App. A), computes Theorem 2's Delta*(D21, D23) and runs gradient flow "
+                        "on 1/2 ||1 - W1 W2 W3||^2 from each; writes three_layer.png (box plot: "
+                        "bound 2 Delta*, 2 lambda_min(T(0)), observed minimum rate) and "
+                        "three_layer.npz. NTK values are divided by sqrt(m h1 h2), as in the "
+                        "paper's figure. Exit status 0 when every observed rate is above its bound.")
+    q.add_argument("--out", dest="tl_out", metavar="DIR", default="linear-three-layer",
+                   help="output folder for three_layer.png and three_layer.npz")
+    for name, typ, text in (("n", int, "rows of W = W1 W2 W3 (input side)"),
+                            ("m", int, "columns of W (output side)"),
+                            ("h1", int, "width of the first hidden layer"),
+                            ("h2", int, "width of the second hidden layer"),
+                            ("draws", int, "initialisations per scheme"),
+                            ("seed", int, "draw k uses the seed (seed, k)"),
+                            ("horizon", float, "run until the loss gap fell by exp(-horizon)"),
+                            ("rtol", float, "relative tolerance of dopri5")):
+        q.add_argument("--" + name, dest="tl_" + name, metavar=name.upper(), type=typ,
+                       default=TL[name], help=text)
+    q.add_argument("--no-plot", dest="tl_no_plot", action="store_true",
+                   help="skip the PNG (no matplotlib needed)")
+    q.add_argument("--quiet", dest="tl_quiet", action="store_true", help="no progress bar")
 
 
 def _compare(args) -> int:
@@ -276,15 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_fig1)
 
-    p = sub.add_parser("linear", help="deep linear models: convergence-rate bounds against observed rates",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="linear", help="output folder for linear.png and linear.npz")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random matrix/regression cases")
-    p.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (dopri5, dop853)")
-    p.add_argument("--rk4-h", type=float, default=0.002, help="step of the RK4 runs")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_linear)
+    _add_linear_parsers(sub)
 
     from .compare import METHODS
 

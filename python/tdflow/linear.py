@@ -25,8 +25,9 @@ operator ``T_W(E) = sum_l A_l A_l^T E B_l^T B_l``; ``f`` is mu-strongly convex, 
     -d/dt log(L - f*)  >=  2 mu lambda_min(T_W(t)).
 
 :meth:`DeepLinearFlow.rate_bound` lower-bounds ``lambda_min(T_W(t))`` uniformly in time from
-the conserved imbalance and the margin of the initialisation (see its docstring for the exact
-statements); ``2 mu`` times that number bounds the exponential decay rate of the loss gap.
+the conserved imbalances and the margin of the initialisation, by the theorems of Min, Vidal,
+Mallada (2023) implemented in :mod:`tdflow.linear_bounds`; ``2 mu`` times that number bounds the
+exponential decay rate of the loss gap.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import _core
+from . import linear_bounds as lb
 from ._checks import generator, positive_int, real_array, real_number
 from .flow import check_outcome, solver_args
 from .progress import progress_bar
@@ -58,9 +60,11 @@ class RateBound:
 
     ``rate = 2 * mu * alpha``: for every t along the flow,
     ``-d/dt log(L(t) - f*) >= rate``, hence ``L(t) - f* <= exp(-rate t) (L(0) - f*)``.
-    ``alpha`` lower-bounds ``lambda_min(T_W(t))``; ``margin`` lower-bounds the relevant singular
-    value(s) of ``W(t)`` (``|w(t)|`` for scalars) over the whole trajectory; ``imbalance`` holds
-    the conserved quantities the bound uses; ``kind`` names the statement applied.
+    ``alpha`` lower-bounds ``lambda_min(T_W(t))``; ``margin`` lower-bounds ``sigma_min(W(t))``
+    (``|w(t)|`` for scalars) over the whole trajectory (the current value with
+    ``at_state=True``); ``imbalance`` holds the conserved quantities the bounds use; ``kind``
+    names the statement applied and ``statement`` cites it; ``candidates`` maps every statement
+    that applies to its alpha (``alpha`` is the largest).
     """
 
     rate: float
@@ -71,6 +75,8 @@ class RateBound:
     kind: str
     imbalance: dict
     formula: str
+    statement: str = ""
+    candidates: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -314,108 +320,113 @@ class DeepLinearFlow:
         return float(np.linalg.eigvalsh(0.5 * (M + M.T))[0])
 
     # -- rate bounds ----------------------------------------------------------------------
+    def margin(self, layers0, k: Optional[int] = None) -> float:
+        """``nu_k = [sigma_k(W*) - sqrt(K/mu) ||W(0) - W*||_F]_+`` (Min, Vidal, Mallada 2023, eq. 10
+        and Lemma B.1; ``k`` defaults to min(n_0, n_L), the paper's "margin"): a lower bound on
+        ``sigma_k(W(t))`` for all t along the flow from ``layers0``, since f decreases and
+        ``mu/2 ||W - W*||^2 <= f(W) - f* <= K/2 ||W - W*||^2``. ``sigma_k = 0`` for k > min(n_0, n_L);
+        0 when mu = 0."""
+        n, m = self.dims[0], self.dims[-1]
+        k = min(n, m) if k is None else positive_int(k, "k")
+        dist = float(np.linalg.norm(self.product(layers0) - self.W_star))
+        if self.mu <= 0:
+            return 0.0
+        return max(_singular_value(self.W_star, k) - math.sqrt(self.K / self.mu) * dist, 0.0)
+
     def rate_bound(self, layers, *, at_state: bool = False) -> RateBound:
-        """Lower bound on the exponential decay rate of ``L(t) - f*`` along the flow from ``layers``.
+        """The tightest proven lower bound on the decay rate of ``L(t) - f*`` along the flow.
 
-        All statements follow from ``-d/dt log(L - f*) >= 2 mu lambda_min(T_W(t))`` (see the module
-        docstring) and a bound ``lambda_min(T_W) >= alpha`` that uses only conserved imbalances
-        and a lower bound on the singular values of ``W(t)``. With ``at_state=False`` (default)
-        that lower bound is the **margin** of the initialisation: since ``f`` decreases,
-        ``mu/2 ||W(t) - W*||^2 <= f(W(t)) - f* <= f(W(0)) - f* <= K/2 ||W(0) - W*||^2``, so
-        ``||W(t) - W*||_F <= sqrt(K/mu) ||W(0) - W*||_F`` and by Weyl
-        ``sigma_k(W(t)) >= [sigma_k(W*) - sqrt(K/mu) ||W(0) - W*||_F]_+ =: margin_k``
-        (for scalars ``|w(t)| >= [|w*| - sqrt(K/mu) |w* - w(0)|]_+``). With ``at_state=True`` the
-        singular values of the current ``W`` are used instead: a bound on the instantaneous rate
-        at that state only.
+        ``rate = gamma * alpha`` with ``gamma = 2 mu`` (f is mu-strongly convex, so PL holds with
+        ``gamma = 2 mu``; Min, Vidal, Mallada 2023 ("MVM") eqs. 5-7) and ``alpha <= lambda_min(T_W(t))``
+        for every t. Each statement below that applies is evaluated (``candidates``: name ->
+        alpha); the largest is returned, ``kind`` names it and ``statement`` cites it. The
+        definitions and the statements are the functions of :mod:`tdflow.linear_bounds`.
 
-        Implemented statements (``rate = 2 mu alpha``):
+        * ``"single-layer"`` (L = 1): T is the identity, ``alpha = 1``.
+        * ``"two-layer"`` (L = 2, any widths): MVM Theorem 1 / Lemma 3 (slides: Proposition 2),
+          :func:`~tdflow.linear_bounds.two_layer_alpha`, in the version that holds (1/2 x the
+          slides' pairing of Delta_+ with sigma_m). For scalars it is ``sqrt(d^2 + 4 w^2)``.
+        * ``"scalar-multilayer"`` (all widths 1, L >= 3): the slides' Proposition 1 (Theorem 3
+          on the sorted layers, Lemma I.2); it is never below the two statements that follow.
+        * ``"three-layer"`` (L = 3, any widths): MVM Theorem 2 / Corollary 1,
+          ``Delta*(D21, D23)`` (:func:`~tdflow.linear_bounds.three_layer_alpha`).
+        * ``"deep-unimodal"`` (L >= 3, unimodal imbalance, Definition 3): MVM Theorem 3,
+          the product of the cumulative imbalances; ``"deep-unimodal-homogeneous"`` when every
+          ``D_l = d_l I``: Theorem 3's ``sqrt(prod^2 + (L sigma_min^(2-2/L))^2)`` (Corollary 2).
 
-        * ``"scalar-two-factor"`` (all widths 1, L = 2; Min et al.'s scalar theorem):
-          ``w = uv``, ``d = u^2 - v^2`` conserved, ``lambda_min(T) = u^2 + v^2 = sqrt(d^2 + 4 w^2)``,
-          so ``alpha = sqrt(d^2 + 4 margin^2)``: ``L(t) - f* <= exp(-2 mu sqrt(d^2 + 4 margin^2) t)
-          (L(0) - f*)``, margin ``= [|w*| - sqrt(K/mu) |w* - u(0) v(0)|]_+``; ``gamma = 2 mu`` (so
-          ``gamma = 2`` for ``1/2 (y - uv)^2``).
-        * ``"two-layer"`` (L = 2, any widths ``n = n_0``, ``h = n_1``, ``m = n_2``): with
-          ``d_max, d_min`` the extreme eigenvalues of ``D = W_1^T W_1 - W_2 W_2^T`` (its spread is
-          ``d_max - d_min``),
-          ``alpha = 1/2 [d_min + sqrt(d_min^2 + 4 s_n^2)] + 1/2 [-d_max + sqrt(d_max^2 + 4 s_m^2)]``
-          where ``s_n, s_m`` lower-bound ``sigma_n(W(t)), sigma_m(W(t))`` (0 when n > m,
-          resp. m > n); the first term is dropped when h < n, the second when h < m.
-          Proof: ``lambda_min(T) = lambda_n(W_1 W_1^T) + lambda_m(W_2^T W_2)``;
-          ``W W^T = S^2 - W_1 D W_1^T <= S^2 - d_min S`` with ``S = W_1 W_1^T`` gives
-          ``sigma_n^2 <= s^2 - d_min s`` at ``s = lambda_n(S) >= 0``, i.e. the first term when
-          ``sigma_n > 0``; when ``sigma_n = 0`` it reads ``[d_min]_+``, which holds for h >= n by
-          Weyl (``lambda_n(W_1^T W_1) >= lambda_n(W_2 W_2^T) + d_min``). The second term follows
-          in the same way from ``W^T W <= R^2 + d_max R``, ``R = W_2^T W_2``. It reduces to the scalar
-          theorem for ``n = h = m = 1`` and to ``2 sigma_min`` when balanced. This is our own
-          statement in the spirit of the paper's spread/gap bound, NOT a transcription of it: the
-          paper's refinement that uses interior eigenvalues of D (its "imbalance gap") when
-          ``h > max(n, m)`` is not implemented; there ``d_min <= 0 <= d_max`` and our bound
-          relies on the margin.
-        * ``"scalar-multilayer"`` (all widths 1, any L): with ``a_l = w_l^2`` sorted
-          decreasingly, the cumulative imbalances ``c_i = a_(i) - a_(L)`` are conserved and
-          ``Delta = prod_{i<L} c_i``; ``alpha = sqrt(Delta^2 + (L margin^(2 - 2/L))^2)``. Here
-          ``lambda_min(T) = sum_l prod_{k != l} a_k``. For L = 2 this is the scalar theorem
-          (an identity); for L >= 3 the inequality ``sum_l prod_{k != l} a_k >=
-          sqrt(Delta^2 + (L |w|^(2-2/L))^2)`` is verified numerically (and by a property test)
-          but we do not have a written proof; each term alone (``>= Delta`` and, by AM-GM,
-          ``>= L |w|^(2-2/L)``) is elementary. The paper's exact definition of the cumulative
-          imbalance for L >= 3 could not be checked here.
-        * ``"single-layer"`` (L = 1): ``T = I``, ``alpha = 1``.
-
-        Deeper models with matrix layers raise ValueError (no bound implemented).
+        Singular values of ``W(t)`` enter through the margins ``nu_k`` of :meth:`margin`
+        (uniform in t) or, with ``at_state=True``, through ``sigma_k(W)`` of ``layers`` itself (a
+        bound on the instantaneous rate at that state only). Unimodality and homogeneity are
+        checked up to ``1e-12 (||W_l||_F^2 + ||W_{l+1}||_F^2)`` (rounding of D_l). Deeper matrix
+        models without unimodal imbalance raise ValueError: the paper proves no bound there.
+        The bound tdflow had before (extreme eigenvalues of D, its own statement) is gone: on
+        random draws it never exceeded Theorem 1.
         """
         layers = self._layers(layers)
-        mu, K, L = self.mu, self.K, self.depth
-        W = self.product(layers)
-        Ws = self.W_star
-        dist = float(np.linalg.norm(W - Ws))
-        shrink = math.sqrt(K / mu) if mu > 0 else math.inf
         n, m = self.dims[0], self.dims[-1]
+        overflow = ValueError(f"layers: the product, the imbalances or the bounds' squares of them "
+                              f"overflow float64 (largest entry "
+                              f"{max(float(np.abs(M).max()) for M in layers):.3g}); no rate bound "
+                              f"can be computed")
+        with np.errstate(over="ignore", invalid="ignore"):
+            W, Ds = self.product(layers), self.imbalances(layers)
+            scales = [float(np.sum(A * A) + np.sum(B * B)) for A, B in zip(layers[:-1], layers[1:])]
+        if not (np.all(np.isfinite(W)) and all(np.all(np.isfinite(D)) for D in Ds)
+                and np.all(np.isfinite(scales))):
+            raise overflow
 
-        def lower_sv(k: int) -> float:
-            if at_state:
-                return _singular_value(W, k)
-            if not math.isfinite(shrink):
-                return 0.0
-            return max(_singular_value(Ws, k) - shrink * dist, 0.0)
+        def sigma(k: int) -> float:
+            return _singular_value(W, k) if at_state else self.margin(layers, k)
 
-        scalar = all(dim == 1 for dim in self.dims)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                cands, info = self._bound_candidates(layers, Ds, scales, sigma)
+        except OverflowError:  # a Python float power past 1e308
+            raise overflow from None
+        if not cands:
+            raise ValueError(
+                f"no rate bound of Min, Vidal, Mallada applies to dims {self.dims}: with L >= 4 "
+                f"matrix layers Theorem 3 needs unimodal imbalances (D_l >= 0 for l < l*, <= 0 after)")
+        cands = {k: a for k, a in cands.items() if math.isfinite(a)}  # squares of D past 1e154
+        if not cands:
+            raise overflow
+        kind = max(cands, key=cands.get)  # the first of the largest, in the order above
+        alpha = max(cands[kind], 0.0)
+        return RateBound(2 * self.mu * alpha, alpha, self.mu, self.K, sigma(min(n, m)), kind,
+                         info, lb.FORMULAS[kind], lb.STATEMENTS[kind], cands)
+
+    def _bound_candidates(self, layers, Ds, scales, sigma):
+        """alpha of every statement that applies (see :meth:`rate_bound`), and the quantities."""
+        L, n, m = self.depth, self.dims[0], self.dims[-1]
+        cands, info = {}, {}
         if L == 1:
-            return RateBound(2 * mu, 1.0, mu, K, lower_sv(min(n, m)), "single-layer", {},
-                             "rate = 2 mu")
-        if scalar:
-            margin = lower_sv(1)
-            a = np.sort(np.array([float(M[0, 0]) ** 2 for M in layers]))[::-1]
-            c = a[:-1] - a[-1]
-            delta = float(np.prod(c))
-            alpha = math.hypot(delta, L * margin ** (2.0 - 2.0 / L))
-            if L == 2:
-                d = float(layers[0][0, 0] ** 2 - layers[1][0, 0] ** 2)
-                return RateBound(2 * mu * alpha, alpha, mu, K, margin, "scalar-two-factor",
-                                 {"d": d}, "rate = 2 mu sqrt(d^2 + 4 margin^2)")
-            return RateBound(2 * mu * alpha, alpha, mu, K, margin, "scalar-multilayer",
-                             {"cumulative": c, "Delta": delta},
-                             "rate = 2 mu sqrt(Delta^2 + (L margin^(2-2/L))^2)")
-        if L == 2:
-            D = layers[0].T @ layers[0] - layers[1] @ layers[1].T
-            eig = np.linalg.eigvalsh(0.5 * (D + D.T))
-            d_min, d_max = float(eig[0]), float(eig[-1])
-            s_n = lower_sv(n) if n <= m else 0.0
-            s_m = lower_sv(m) if m <= n else 0.0
-            h = self.dims[1]
-            alpha = 0.0
-            if h >= n:
-                alpha += 0.5 * (d_min + math.sqrt(d_min ** 2 + 4 * s_n ** 2))
-            if h >= m:
-                alpha += 0.5 * (-d_max + math.sqrt(d_max ** 2 + 4 * s_m ** 2))
-            return RateBound(2 * mu * max(alpha, 0.0), max(alpha, 0.0), mu, K, lower_sv(min(n, m)),
-                             "two-layer", {"d_min": d_min, "d_max": d_max, "spread": d_max - d_min},
-                             "rate = 2 mu (1/2[d_min + sqrt(d_min^2 + 4 s_n^2)] + 1/2[-d_max + sqrt(d_max^2 + 4 s_m^2)])")
-        raise ValueError(
-            f"rate bounds are implemented for L = 1, L = 2 (any widths) and scalar networks "
-            f"(all widths 1); got dims {self.dims}"
-        )
+            cands["single-layer"] = 1.0
+        elif L == 2:
+            D = Ds[0]
+            s_n, s_m = sigma(n), sigma(m)
+            cands["two-layer"] = lb.two_layer_alpha(D, n, m, s_n, s_m)
+            info.update(delta_plus=lb.delta_plus(D, n), delta_minus=lb.delta_minus(D, m),
+                        delta_gap=lb.delta_gap(D, n, m), sigma_n=s_n, sigma_m=s_m)
+        else:
+            scalar = all(dim == 1 for dim in self.dims)
+            if scalar:  # Theorem 3 on the sorted layers: the deep-unimodal statement adds nothing
+                w = [float(M[0, 0]) for M in layers]
+                cands["scalar-multilayer"] = lb.scalar_alpha(w, sigma(1))
+                info.update(cumulative_sorted=lb.scalar_cumulative_imbalance(w))
+            if L == 3:
+                deltas = lb.three_layer_deltas(-Ds[0], Ds[1], n, m)
+                cands["three-layer"] = lb.delta_star(*deltas)
+                info.update(zip(("Delta21", "Delta21_2", "Delta23", "Delta23_2"), deltas))
+            stars = [] if scalar else lb.unimodal_indices(Ds, 1e-12, scales)
+            if stars:
+                homogeneous = lb.is_homogeneous(Ds, 1e-12, scales)
+                s_min = sigma(min(n, m)) if homogeneous else None
+                alphas = [lb.deep_unimodal_alpha(Ds, ls, n, m, s_min) for ls in stars]
+                best = int(np.argmax(alphas))
+                cands["deep-unimodal-homogeneous" if homogeneous else "deep-unimodal"] = alphas[best]
+                info.update(l_star=stars[best],
+                            cumulative=lb.cumulative_imbalance(Ds, stars[best], n, m))
+        return cands, info
 
     # -- integration ----------------------------------------------------------------------
     def integrate(

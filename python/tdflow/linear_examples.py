@@ -114,14 +114,16 @@ class LinearComparison:
 
     def summary(self) -> str:
         head = (f"{'case':<26} {'bound':>9} {'min rate':>9} {'secant':>9} {'final':>9} "
-                f"{'margin':>8} {'D drift dopri5':>14} {'D drift rk4':>11}")
+                f"{'margin':>8} {'D drift dopri5':>14} {'D drift rk4':>11}  bound kind")
         lines = [head, "-" * len(head)]
         for r in self.rows():
             lines.append(
                 f"{r['case']:<26} {r['bound']:9.4f} {r['rate_min']:9.4f} {r['rate_secant']:9.4f} "
-                f"{r['rate_final']:9.4f} {r['margin']:8.4f} {r['drift_dopri5']:14.2e} {r['drift_rk4']:11.2e}")
+                f"{r['rate_final']:9.4f} {r['margin']:8.4f} {r['drift_dopri5']:14.2e} {r['drift_rk4']:11.2e}"
+                f"  {r['kind']}")
         verdict = "holds" if self.holds() else "is VIOLATED"
-        lines.append(f"rates of L(t) - f* (-d/dt log); 'min rate' >= 'bound' {verdict} in every case")
+        lines.append(f"rates of L(t) - f* (-d/dt log); 'min rate' >= 'bound' {verdict} in every case; "
+                     f"bound kinds: tdflow.linear_bounds.STATEMENTS")
         return "\n".join(lines)
 
     def save(self, path):

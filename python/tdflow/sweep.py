@@ -214,8 +214,9 @@ def run_linear(params: dict, seed: int) -> Tuple[dict, dict]:
     """One deep linear flow (parameters: :data:`LINEAR_DEFAULTS`): the rate bound of
     :meth:`DeepLinearFlow.rate_bound` against the observed decay rates of ``L(t) - f*``.
 
-    The data and the initialisation come from ``default_rng(seed)``. Where no bound is
-    implemented (deep matrix models) the bound is NaN and ``bound_kind`` is ``"none"``.
+    The data and the initialisation come from ``default_rng(seed)``. Where no bound applies
+    (four or more matrix layers without unimodal imbalance) the bound is NaN and
+    ``bound_kind`` is ``"none"``.
     """
     from .linear import DeepLinearFlow
     from .linear_examples import _factor
