@@ -10,8 +10,16 @@ projection of ``T*`` onto
     S(W0) = span{ P_sym(w_k^{(x)(l-1)} (x) e_j) : k <= m, j <= d },
 
 which depends only on the directions of the columns (not on the initialisation's scale or on
-which of the two models is linearised). ``dim S <= min(m d, C(d+l-1, l))``, so lazy training
-needs ``m >= C(d+l-1, l) / d ~ d^{l-1} / l!`` columns to fit a generic target, whatever its rank.
+which of the two models is linearised).
+
+What the paper proves (Wang, Wu, Lee, Ma, Ge 2020, Theorem 1): "Suppose the ground truth tensor
+T* = [u*]^{(x)l}, where u* is uniformly sampled from the unit sphere S^{d-1}. Lazy training
+requires Omega(d^{l-1}) components to achieve o(1) error in expectation" (its Section 3.1 uses
+the same span, ``dim S_U <= dm``). tdflow computes, and tests (tests/test_lazy.py), the exact-fit
+counting form of it: ``dim S <= min(m d, C(d+l-1, l))``, so an *exact* lazy fit of a generic
+target, whatever its rank, needs ``m >= C(d+l-1, l) / d ~ d^{l-1} / l!`` columns (this is
+``LazySweep.m_needed``); the paper's statement about o(1) error in expectation is stronger and
+is not re-derived here.
 For generic columns equality holds (Alexander-Hirschowitz: ``S`` is the tangent space of the
 m-th secant variety of the Veronese variety) except in the defective cases ``(l, d, m)`` =
 ``(3, 5, 7)``, ``(4, 3, 5)``, ``(4, 4, 9)``, ``(4, 5, 14)``, where the span falls one short.
