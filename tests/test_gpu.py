@@ -318,22 +318,31 @@ def test_deflate_on_torch_backend_agrees_with_core():
         tdflow.deflate(tgt, m=20, seed=1, backend="gpu")
 
 
-def test_join_events_general_target(rng):
+def test_watch_general_target(rng):
+    """Definition 1's crossings and Proposition 1's margins on torch equal the core's."""
     tgt = tdflow.Target.random_rotation(8, tdflow.geometric_weights(3, 1.5), rng)
     cpu, tor = pair(tgt, lam=1e-3)
     W0 = tdflow.sphere(8, 10, 1e-2, 3)
-    armed = np.ones(10)
-    armed[4] = 0
-    args = (W0, 0.0, np.linspace(0, 40, 9), "dopri5", np.nan, 1e-8, 0.0, np.inf, 0, False, False,
-            armed, 0.1, 0.3, None, 0.25)
-    a = tdflow._core.integrate_joins(cpu._core, *args)
-    b = tor._torch.integrate_joins(*args)
-    assert a["event_column"].size >= 2 and 4 not in a["event_column"]
-    for key in ("event_column", "event_direction", "armed"):
-        np.testing.assert_array_equal(b[key], a[key])
-    for key in ("event_t", "event_norm", "event_alignment"):
-        np.testing.assert_allclose(b[key], a[key], rtol=1e-7)
+    member = np.full(10, -1)
+    member[4] = 1
+    for method, h in (("dopri5", np.nan), ("dop853", np.nan), ("rk4", 0.05)):
+        args = (W0, 0.0, np.linspace(0, 40, 9), method, h, 1e-8, 0.0, np.inf, 0, False, False,
+                member, 0.1, 0.3, 1, 0.4, 0.5, None, 0.25)
+        a = tdflow._core.integrate_joins(cpu._core, *args)
+        b = tor._torch.integrate_joins(*args)
+        assert a["crossing_joined"].sum() >= 2 and 4 not in a["crossing_column"]
+        for key in ("crossing_column", "crossing_direction", "crossing_joined", "crossing_upward",
+                    "member"):
+            np.testing.assert_array_equal(b[key], a[key])
+        for key in ("crossing_t", "crossing_norm"):
+            np.testing.assert_allclose(b[key], a[key], rtol=1e-7)
+        np.testing.assert_allclose(b["crossing_misalignment"], a["crossing_misalignment"],
+                                   rtol=1e-6, atol=1e-12)
+        for c in a["prop1_margin"]:
+            # margins are differences of near-equal numbers: compare on the scale of W (1e-8)
+            assert b["prop1_margin"][c] == pytest.approx(a["prop1_margin"][c], abs=1e-8), c
+        assert b["n_checks"] == a["n_checks"]
     with pytest.raises(ValueError, match="alpha must lie in"):
-        tor._torch.integrate_joins(*args[:13], 1.5, None, 0.25)
-    with pytest.raises(ValueError, match="armed must have shape"):
-        tor._torch.integrate_joins(*args[:11], np.ones(3), 0.1, 0.3, None, 0.25)
+        tor._torch.integrate_joins(*args[:13], 1.5, 1, 0.4, 0.5, None, 0.25)
+    with pytest.raises(ValueError, match="member must have shape"):
+        tor._torch.integrate_joins(*args[:11], np.ones(3), *args[12:])

@@ -12,7 +12,7 @@ except ImportError as err:  # pragma: no cover - only when the extension is miss
         "without building does not work."
     ) from err
 
-from . import analysis
+from . import analysis, theory
 from .beyond_lazy import BeyondLazy, BeyondLazyResult, VariantState, variant_gradient, variant_loss, variant_model
 from .compare import Comparison, ComparisonRow, run_comparison
 from .cp import CPTensor
@@ -34,7 +34,7 @@ __all__ = [
     # gradient flow of the deflation model
     "GradientFlow", "IntegrationError", "Trajectory",
     # Algorithm 2 and its analysis
-    "DeflationResult", "Schedule", "analysis", "deflate", "resume",
+    "DeflationResult", "Schedule", "analysis", "deflate", "resume", "theory",
     # the other systems of the papers
     "BeyondLazy", "BeyondLazyResult", "VariantState", "variant_gradient", "variant_loss",
     "variant_model", "PowerResult", "tensor_power_method", "LazyFit", "LazySweep",

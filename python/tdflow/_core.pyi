@@ -50,7 +50,8 @@ class DeflationFlow:
 
 def integrate_joins(flow: DeflationFlow, W0: _Array, t0: float, t_eval: _Array, method: str,
                     h: float, rtol: float, atol: float, h_max: float, max_steps: int,
-                    save_norms: bool, save_states: bool, armed: _Array, delta1: float, alpha: float,
+                    save_norms: bool, save_states: bool, member: _Array, delta1: float, alpha: float,
+                    epoch: int, beta: float, gamma: float,
                     progress: Optional[Callable[[float], Any]], progress_interval: float) -> Dict[str, Any]: ...
 
 class DeepLinearFlow:

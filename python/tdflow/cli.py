@@ -130,6 +130,17 @@ def _compare(args) -> int:
     return 0
 
 
+def _fit_tol(text: str):
+    """--fit-tol: a rule name ("paper", "eps-floor") or a number."""
+    if text in ("paper", "eps-floor"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'paper', 'eps-floor' or a number, got {text!r}") from None
+
+
 SCHEDULE_OPTIONS = (
     ("delta0", float, "initialisation / re-draw radius"),
     ("delta1", float, "re-draw threshold and S_i norm threshold"),
@@ -137,12 +148,16 @@ SCHEDULE_OPTIONS = (
     ("gamma", float, "beta <- beta (1 - gamma) each epoch"),
     ("lam", float, "weight decay lambda"),
     ("eps", float, "stop when ||T - T*||_F <= eps"),
-    ("c1", float, "t1 = c1 d / (beta log d)"),
-    ("c2", float, "t2 = c2 (log 1/delta1 + log 1/lam) / beta"),
+    ("c1", float, "t1' = c1 d / (beta log d) (Lemma 4)"),
+    ("c1pp", float, "t1'' = c1pp d / (beta log^3 d) (Lemma 4)"),
+    ("c1ppp", float, "t1''' = c1ppp log(d/alpha) / beta (Lemma 4)"),
+    ("c2", float, "t2 - t1 = c2 (log 1/delta1 + log 1/lam) / beta (Lemma 6)"),
+    ("c_rho", float, "Definition 2: rho_i = c_rho Gamma_i"),
     ("max_epochs", int, "maximum number of epochs"),
     ("max_time", float, "maximum simulated time"),
-    ("fit_tol", float, "fitted when a_i - a_hat_i <= fit_tol (default max(2 lam, eps))"),
-    ("margin", float, "Definition 2 near-tie factor"),
+    ("fit_tol", _fit_tol, "fitted when a_i - a_hat_i <= tol: 'paper' (2 lam, default), "
+     "'eps-floor' (max(2 lam, eps)) or a number"),
+    ("margin", float, "escape-time labels of re-drawn columns: near-tie factor"),
 )
 PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geo", span=30.0, seed=0, order=4,
                         target="basis", method="dopri5", rtol=1e-7, n_records=41)
@@ -207,7 +222,7 @@ def _deflate(args) -> int:
         if getattr(args, name) is not None:
             sched[name] = getattr(args, name)
     if args.theory:
-        schedule = Schedule.theory(prob["d"], sched.pop("eps", 0.01), **sched)
+        schedule = Schedule.theory(prob["d"], sched.pop("eps", 0.01), prob["m"], **sched)
     else:
         schedule = Schedule.from_dict(sched)
     a = _weights(prob["spectrum"], prob["r"], prob["span"])
@@ -274,7 +289,8 @@ def _add_deflate_parsers(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints")
     p.add_argument("--theory", action="store_true",
-                   help="Schedule.theory(d, eps) (Theorem 1, constants = 1) instead of the defaults")
+                   help="Schedule.theory(d, eps, m) (Theorem 1, constants = 1; --c1 etc. override "
+                   "them) instead of tdflow's practical defaults")
     g = p.add_argument_group("problem (defaults: " + ", ".join(f"{k}={v}" for k, v in PROBLEM_DEFAULTS.items()) + ")")
     g.add_argument("--d", type=int, help="dimension")
     g.add_argument("--r", type=int, help="number of target directions")

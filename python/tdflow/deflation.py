@@ -1,28 +1,30 @@
-"""Algorithm 2 of Ge, Ren, Wang, Zhou (2021): gradient flow with epochs and re-initialisation.
+"""Algorithm 2 (modified gradient flow) of Ge, Ren, Wang, Zhou (2021), as printed, run by
+:func:`deflate`:
 
-Our reading of the algorithm (DESIGN.md §1), as implemented by :func:`deflate`:
-
-1. Draw every column from ``delta0 · Unif(S^{d-1})``; ``beta_0 = ||T - T*||_F`` at that state.
+1. Draw every column from ``delta0 · Unif(S^{d-1})``; ``beta^(0) = ||T - T*||_F`` at that state.
 2. Epoch ``s = 0, 1, ...``:
 
-   - phase 1: gradient flow of ``L = 1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2`` for
-     ``t1 = c1 · d / (beta_s log d)``;
+   - phase 1: gradient flow of ``L = 1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2`` for ``t1``;
    - re-draw every column with ``||w|| < delta1`` from ``delta0 · Unif(S^{d-1})``;
-   - phase 2: gradient flow for ``t2 = c2 · (log(1/delta1) + log(1/lam)) / beta_s`` (the
-     ``log(1/lam)`` term is dropped when ``lam = 0``);
-   - ``beta_{s+1} = beta_s (1 - gamma)``.
+   - phase 2: gradient flow until ``t2`` (the epoch end; phase 2 lasts ``t2 - t1``);
+   - ``beta^(s+1) = beta^(s) (1 - gamma)``
 
-3. Stop at the end of the first epoch with ``||T - T*||_F <= eps`` (status ``"recovered"``), or
-   after ``max_epochs`` epochs (``"max-epochs"``), or when the simulated time reaches
-   ``max_time`` (``"max-time"``; the last phase is cut there), or when a re-draw finds no
-   column below ``delta1`` while some direction is still unfitted (``"stalled"``: every column
-   has been absorbed by the directions found so far, and no fresh column remains to find the
-   others — the failure mode of a too small ``m``).
+   (``t1``, ``t2``: :class:`Schedule`, Lemmas 4 and 6).
+3. Stop at the end of the first epoch with ``||T - T*||_F <= eps`` (status ``"recovered"``; the
+   paper tests ``||T^(s,0) - T*||_F > eps`` at the top of its loop, the same test), or after
+   ``max_epochs`` epochs (``"max-epochs"``), or when the simulated time reaches ``max_time``
+   (``"max-time"``; the last phase is cut there), or when a re-draw finds no column below
+   ``delta1`` while some direction is still unfitted (``"stalled"``, tdflow's: every column has
+   been absorbed by the directions found so far, the failure mode of a too small ``m``).
 
-The S_i membership (see :mod:`tdflow.analysis`) is detected in the C++ stepping loop after every
-accepted step. Everything needed to continue a run lives in :class:`DeflationResult` (state,
-membership, ``beta``, the RNG state), so a run can be checkpointed at every epoch boundary and
-resumed with :func:`resume`: the resumed run is bitwise identical to an uninterrupted one.
+Along the run, in the C++ stepping loop on every accepted step: Definition 1's ``S_i`` (joins at
+crossings of ``delta1`` located on the dense output) and the four conditions of Proposition 1
+(worst margin per epoch); at each epoch start, Definition 2's partition of ``S_∅`` and, after
+phase 1, Lemma 5's outcome (:mod:`tdflow.analysis`). :meth:`DeflationResult.theory_report`
+shows them epoch by epoch. Everything needed to continue a run lives in
+:class:`DeflationResult` (state, membership, ``beta``, the RNG state), so a run can be
+checkpointed at every epoch boundary and resumed with :func:`resume`: the resumed run is
+bitwise identical to an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -30,46 +32,52 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-from . import _core, analysis, io
+from . import _core, analysis, io, theory
 from ._checks import generator, positive_int, real_number
 from .flow import ADAPTIVE, METHODS, GradientFlow, IntegrationError, Trajectory
 from .target import Target
 
 KIND = "deflation"
+VERSION = 2  # of the per-epoch records (meta "deflation_version"); 1: before Proposition 1's margins
 
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """Parameters of Algorithm 2 (all explicit; see the module docstring for their roles).
+    """Parameters of Algorithm 2 of Ge et al. 2021 (all explicit; roles in the module docstring).
 
-    ``t1 = c1 · d / (beta · log d)`` and ``t2 = c2 · (log(1/delta1) + log(1/lam)) / beta``.
+    Phase lengths, measured from the start of epoch s (``beta = beta^(s)``)::
 
-    The defaults are a *practical* schedule for targets with ``sum a_i = 1`` (the scale of
-    :func:`tdflow.geometric_weights`): ``delta0 = 1e-3``, ``delta1 = 1e-2``, ``alpha = 0.3``,
-    ``gamma = 0.3``, ``lam = 1e-4``, ``eps = 5e-4``, ``c1 = 1``, ``c2 = 1``. With these, runs on
-    orthogonal targets recover every direction for d from 10 to 50 and weight spectra spanning a
-    factor 30 (and 100; tests/test_deflation.py and the table in the README). Where they break:
+        t1  = t1' + t1'' + t1'''                       (Lemma 4)
+        t1' = c1 d / (beta log d),  t1'' = c1pp d / (beta log^3 d),  t1''' = c1ppp log(d/alpha) / beta
+        t2  = t1 + c2 (log(1/delta1) + log(1/lam)) / beta      (Lemma 6; t2 is the epoch end)
 
-    * ``m`` too small (measured: ``m = r`` always fails, ``m = 1.5 r`` mostly fails, ``m = 2 r``
-      mostly works, ``m >= 4 r`` worked in every case tried): in each epoch several fresh
-      columns align with the same large direction and grow past ``delta1``, so they stay in
-      that ``S_i`` for good; once every column has been absorbed no fresh column is left and the
-      run stops with status ``"stalled"`` and a warning naming the unfitted directions.
-    * weights at or below ``max(2 lam, eps)`` are not resolved (a warning says so at the start):
-      the run stops as soon as ``||T - T*||_F <= eps``.
-    * the constants assume ``sum a_i ~ 1``: ``lam`` and ``eps`` are absolute, so for another
-      scale rescale them with the target (the times ``t1, t2`` scale with ``1/beta`` by
-      themselves).
+    (the ``log(1/lam)`` term is dropped when ``lam = 0``, and the bracket is floored at 1).
+    ``c_rho`` is Definition 2's constant (``rho_i = c_rho Gamma_i``). ``fit_tol``: when a
+    direction counts as fitted (``a_i - â_i <= tol``): ``None`` / ``"paper"``: ``2 lam``;
+    ``"eps-floor"``: tdflow's ``max(2 lam, eps)``; or a number. ``margin`` is the factor of
+    tdflow's escape-time labels of re-drawn columns (:func:`tdflow.analysis.classify_by_escape_time`).
 
-    ``eps`` is an absolute tolerance on ``||T - T*||_F``; it must exceed the weight-decay floor
-    ``~ sqrt(r) lam / 2`` (each fitted direction keeps a gap ``a_i - â_i ~ lam/2``).
+    :meth:`theory` gives Theorem 1's parameters. The defaults are **tdflow's practical choice**
+    (not the paper's): ``delta0 = 1e-3``, ``delta1 = 1e-2``, ``alpha = 0.3``, ``gamma = 0.3``,
+    ``lam = 1e-4``, ``eps = 5e-4``, ``c1 = 1``, ``c1pp = c1ppp = 0`` (``t1 = t1'``), ``c2 = 1``,
+    for targets with ``sum a_i = 1`` (the scale of :func:`tdflow.geometric_weights`). Where they
+    work was measured: ``docs/deflation_table.md`` (``bench/table_deflation.py``): orthogonal
+    targets with d from 10 to 50, r up to 20, weight spans 30 and 100, ``m >= 4 r`` recovered
+    every direction in every case tried. Where they break:
 
-    ``alpha`` defines S_i (``w̄_i^2 >= 1 - alpha^2``); ``fit_tol`` (None: ``max(2 lam, eps)``) defines
-    "fitted" (``a_i - â_i <= fit_tol``); ``margin`` the near-tie factor of Definition 2.
+    * ``m`` too small (``m = r`` always fails, ``m = 1.5 r`` mostly, ``m = 2 r`` mostly works):
+      several fresh columns per epoch grow with the same large direction and stay in its
+      ``S_i``; once every column has been absorbed the run stops with status ``"stalled"``.
+    * weights at or below ``2 lam`` (or ``eps``) are not resolved (a warning says so).
+    * the constants assume ``sum a_i ~ 1``: ``lam`` and ``eps`` are absolute; rescale them with
+      the target (``t1, t2`` scale with ``1/beta`` by themselves).
+
+    ``eps`` must exceed the weight-decay floor ``sqrt(r) lam / 2`` (each fitted direction keeps
+    the gap ``a_i - â_i = lam/2``, see :mod:`tdflow.analysis`).
     """
 
     delta0: float = 1e-3
@@ -79,17 +87,20 @@ class Schedule:
     lam: float = 1e-4
     eps: float = 5e-4
     c1: float = 1.0
+    c1pp: float = 0.0
+    c1ppp: float = 0.0
     c2: float = 1.0
+    c_rho: float = 0.1
     max_epochs: int = 100
     max_time: float = math.inf
-    fit_tol: Optional[float] = None
+    fit_tol: Union[None, str, float] = None
     margin: float = 1.0
 
     def __post_init__(self):
         for name in ("delta0", "delta1", "alpha", "eps", "c1", "c2"):
             real_number(getattr(self, name), name, minimum=0.0, strict=True)
-        real_number(self.lam, "lam", minimum=0.0)
-        real_number(self.margin, "margin", minimum=0.0)
+        for name in ("lam", "margin", "c1pp", "c1ppp", "c_rho"):
+            real_number(getattr(self, name), name, minimum=0.0)
         if not 0 <= self.gamma < 1:
             raise ValueError(f"gamma must lie in [0, 1), got {self.gamma}")
         if not self.alpha < 1:
@@ -99,52 +110,63 @@ class Schedule:
         positive_int(self.max_epochs, "max_epochs")
         if not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
             raise ValueError(f"max_time must be > 0, got {self.max_time}")
-        if self.fit_tol is not None:
+        if isinstance(self.fit_tol, str):
+            if self.fit_tol not in analysis.FIT_RULES:
+                raise ValueError(f"fit_tol must be one of {analysis.FIT_RULES} or a number, got "
+                                 f"{self.fit_tol!r}")
+        elif self.fit_tol is not None:
             real_number(self.fit_tol, "fit_tol", minimum=0.0)
 
     @classmethod
-    def theory(cls, d: int, eps: float, **overrides) -> "Schedule":
-        """Theorem 1's parameter choices with every hidden constant set to 1.
+    def theory(cls, d: int, eps: float, m: int, *, gamma: float = 0.5, c1: float = 1.0,
+               c1pp: float = 1.0, c1ppp: float = 1.0, c2: float = 1.0, c_rho: float = 0.1,
+               **constants) -> "Schedule":
+        """Theorem 1 of Ge et al. 2021: ``lam, alpha, delta1, delta0`` from
+        :func:`tdflow.theory.theorem1_parameters` (its keywords ``c_lam_d, c_lam_eps, c_alpha_d,
+        c_alpha_lam, c_alpha_eps, c_delta1, c_delta0`` go in ``constants``, default 1),
+        ``gamma = Θ(1)`` (default 1/2), the Θ constants ``c1, c1pp, c1ppp`` of Lemma 4's
+        ``t1', t1'', t1'''`` and ``c2`` of Lemma 6's ``t2 - t1`` (default 1), ``c_rho`` of
+        Definition 2. ``m`` is the number of columns (the theorem: poly(d); see
+        :func:`tdflow.theory.suggest_m`). Other keywords in ``constants`` that name a field
+        (``max_epochs``, ``max_time``, ``fit_tol``, ...) replace it.
 
-        Our reading of the orders of magnitude (written without a copy of the paper at hand, so
-        treat them as a documented stand-in, not a quotation)::
-
-            lam    = eps / sqrt(d)       # d fitted directions each leave O(lam) of residual
-            alpha  = sqrt(lam)           # members' mass off u_i stays O(lam)
-            delta1 = lam / d
-            delta0 = delta1 / d**2       # poly(d) below delta1: growth to delta1 fits in t1
-            gamma  = 1/2                 # a constant
-            c1 = c2 = 1                  # t1 = d/(beta log d), t2 = (log 1/delta1 + log 1/lam)/beta
-
-        and :meth:`theory_m` for the number of columns. With such tiny ``delta0`` the dynamics
-        are slow; the default :class:`Schedule` is the practical choice. ``overrides`` replace
-        fields (e.g. ``max_epochs``).
+        Example, ``Schedule.theory(10, 1e-2, 200)``: ``lam = 3.162e-3``, ``alpha = 1e-8``,
+        ``delta1 = 7.071e-14``, ``delta0 = 4.660e-22``, ``gamma = 0.5``; with ``beta = beta^(s)``:
+        ``t1' = 4.343/beta``, ``t1'' = 0.819/beta``, ``t1''' = 20.72/beta`` (``t1 = 25.89/beta``)
+        and ``t2 - t1 = 36.04/beta``. On Figure 1's target (d = 10, r = 5, ratio 1.2, sum 1;
+        ``beta^(0) = ||T*||_F = 0.462``) epoch 0 is ``t1 = 56.1``, ``t2 = 134.1``, and every
+        epoch is twice as long as the one before. What a run costs, measured
+        (``deflate(target, 200, Schedule.theory(10, 1e-2, 200), seed=0)``, dopri5, rtol 1e-7, one
+        thread): see the "Theorem 1's schedule" section of README.md.
         """
-        d = positive_int(d, "d", minimum=2)
-        eps = real_number(eps, "eps", minimum=0.0, strict=True)
-        lam = eps / math.sqrt(d)
-        delta1 = lam / d
-        params = dict(delta0=delta1 / d ** 2, delta1=delta1, alpha=math.sqrt(lam), gamma=0.5,
-                      lam=lam, eps=eps, c1=1.0, c2=1.0)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        overrides = {k: constants.pop(k) for k in list(constants) if k in fields}
+        p = theory.theorem1_parameters(d, eps, m, **constants)
+        params = dict(p, gamma=gamma, eps=float(eps), c1=c1, c1pp=c1pp, c1ppp=c1ppp, c2=c2,
+                      c_rho=c_rho)
         params.update(overrides)
         return cls(**params)
 
-    @staticmethod
-    def theory_m(d: int, eps: float) -> int:
-        """Number of columns for :meth:`theory`: ``ceil(d^2 log(d/eps))`` (the theorem asks for
-        ``poly(d/eps)``; this is our constant-1 stand-in)."""
-        d = positive_int(d, "d", minimum=2)
-        eps = real_number(eps, "eps", minimum=0.0, strict=True)
-        return int(math.ceil(d * d * max(math.log(d / eps), 1.0)))
+    def t1_parts(self, beta: float, d: int) -> tuple:
+        """Lemma 4's ``(t1', t1'', t1''')``: ``c1 d/(beta log d)``, ``c1pp d/(beta log^3 d)``,
+        ``c1ppp log(d/alpha)/beta``."""
+        log_d = math.log(max(d, 2))
+        return (self.c1 * d / (beta * log_d), self.c1pp * d / (beta * log_d ** 3),
+                self.c1ppp * math.log(d / self.alpha) / beta)
 
     def t1(self, beta: float, d: int) -> float:
-        """Phase-1 length ``c1 · d / (beta · log d)``."""
-        return self.c1 * d / (beta * math.log(max(d, 2)))
+        """Phase-1 length ``t1 = t1' + t1'' + t1'''`` (Lemma 4)."""
+        return sum(self.t1_parts(beta, d))
 
-    def t2(self, beta: float) -> float:
-        """Phase-2 length ``c2 · (log(1/delta1) + log(1/lam)) / beta`` (no lam term for lam = 0)."""
+    def phase2(self, beta: float) -> float:
+        """Phase-2 length ``t2 - t1 = c2 (log(1/delta1) + log(1/lam)) / beta`` (Lemma 6; no lam
+        term for lam = 0; the bracket floored at 1)."""
         logs = math.log(1.0 / self.delta1) + (math.log(1.0 / self.lam) if self.lam > 0 else 0.0)
         return self.c2 * max(logs, 1.0) / beta
+
+    def t2(self, beta: float, d: int) -> float:
+        """The paper's ``t2``: the end of the epoch, ``t1 + (t2 - t1)``, from its start."""
+        return self.t1(beta, d) + self.phase2(beta)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -165,28 +187,37 @@ class Schedule:
         return cls(**data)
 
 
-# per-epoch records: name -> dtype
+# per-epoch records: name -> dtype (times t1p, t1, t2 from the epoch start, as in the paper)
 EPOCH_FIELDS = {
-    "beta": float, "t_start": float, "t1": float, "t2": float, "t_end": float,
-    "n_redrawn": np.int64, "n_joined": np.int64, "n_discovered": np.int64, "n_fitted": np.int64,
-    "loss": float, "residual_norm": float,
+    "beta": float, "t_start": float, "t1p": float, "t1": float, "t2": float, "t_end": float,
+    "n_redrawn": np.int64, "n_joined": np.int64, "n_crossed_unjoined": np.int64,
+    "n_discovered": np.int64, "n_fitted": np.int64, "loss": float, "residual_norm": float,
     "n_good": np.int64, "n_potential": np.int64, "n_bad": np.int64,
-    "prop_a": bool, "prop_b": bool, "prop_c": bool, "prop_d": bool,
-    "min_member_alignment": float, "max_nonmember_norm": float, "max_excess": float,
+    "lemma5_large_not_potential": np.int64, "lemma5_good_undiscovered": np.int64,
+    "lemma5_large_unjoined": np.int64,
+    **{f"prop1_{c}": float for c in analysis.PROP1_CONDITIONS},
+    **{f"prop1_{c}_t": float for c in analysis.PROP1_CONDITIONS},
     "n_unfitted_again": np.int64, "wall_time": float, "n_steps": np.int64, "n_rhs": np.int64,
 }
 # per-record arrays (trajectory), name -> trailing shape key
 RECORD_FIELDS = ("t", "loss", "residual_norm", "directional_residual", "a_hat", "norms",
                  "record_epoch", "record_phase")
+# crossings of delta1 by columns of S_empty (Definition 1): joined ones put the column in S_i
 EVENT_FIELDS = {"column": np.int64, "direction": np.int64, "t": float, "epoch": np.int64,
-                "phase": np.int64, "norm": float, "alignment": float}
+                "phase": np.int64, "norm": float, "misalignment": float, "upward": bool,
+                "joined": bool}
 # re-draws: kind 0 = initial draw, 1 = re-draw; previous = direction the column left (-1 none);
-# label = Definition 2 (0 good, 1 potential, 2 bad); predicted direction; joined = direction it
-# joined before its next re-draw (-1: none yet)
+# escape_label / escape_predicted = tdflow's escape-time labels (0 good, 1 potential, 2 bad; not
+# Definition 2); joined = direction it joined before its next re-draw (-1: none yet)
 REDRAW_FIELDS = {"epoch": np.int64, "kind": np.int64, "column": np.int64, "t": float,
-                 "previous": np.int64, "label": np.int64, "predicted": np.int64,
+                 "previous": np.int64, "escape_label": np.int64, "escape_predicted": np.int64,
                  "joined": np.int64}
+# Definition 2 at the start of each epoch, per column of S_empty: label 0 good, 1 potential
+# (not good, not bad), 2 bad, 3 none of them; direction of the good / single potential set (-1)
+PARTITION_FIELDS = {"epoch": np.int64, "column": np.int64, "label": np.int64,
+                    "direction": np.int64}
 DIRECTION_FIELDS = ("discovered_t", "discovered_epoch", "fitted_t", "fitted_epoch")
+GROUPS = ("epochs", "records", "events", "redraws", "partitions", "directions")
 
 
 def _empty(fields) -> Dict[str, np.ndarray]:
@@ -197,26 +228,32 @@ def _empty(fields) -> Dict[str, np.ndarray]:
 class DeflationResult:
     """A run of Algorithm 2: per-epoch records, the trajectory, the S_i events and the state.
 
-    ``epochs[name]`` (one entry per completed epoch): ``beta, t_start, t1, t2, t_end,
-    n_redrawn, n_joined`` (join events in the epoch), ``n_discovered, n_fitted`` (at the epoch
-    end), ``loss, residual_norm`` (at the end), ``n_good, n_potential, n_bad`` (Definition 2 for
-    the epoch's re-draw), ``prop_a..prop_d`` and their measured ``min_member_alignment,
-    max_nonmember_norm, max_excess, n_unfitted_again`` (Proposition 1), ``wall_time, n_steps,
-    n_rhs``.
+    ``epochs[name]`` (one entry per completed epoch): ``beta`` (beta^(s)), ``t_start, t_end``
+    (simulated time), ``t1p, t1, t2`` (Lemma 4's t1', the phase-1 end and the paper's t2, the
+    epoch end, all from the epoch start), ``n_redrawn``, ``n_joined`` (joins in the epoch),
+    ``n_crossed_unjoined`` (crossings of delta1 that did not join), ``n_discovered, n_fitted``
+    (at the epoch end), ``loss, residual_norm`` (at the end); Definition 2 at (s, 0) over S_∅:
+    ``n_good, n_potential, n_bad`` (-1: not applicable: order != 4 or a non-orthonormal target);
+    Lemma 5: ``lemma5_large_not_potential, lemma5_good_undiscovered, lemma5_large_unjoined``
+    (predicted 0; -1 not applicable); Proposition 1: ``prop1_a, prop1_b, prop1_c_lower,
+    prop1_c_upper, prop1_d`` (worst margin over every accepted step of the epoch; inf: nothing
+    to check) and ``prop1_*_t`` (when); ``n_unfitted_again`` (tdflow's "fitted stay fitted"
+    check, :func:`tdflow.analysis.still_fitted`); ``wall_time, n_steps, n_rhs``.
 
     ``records[name]`` over all recording times of all phases (a phase boundary appears twice,
     before and after the re-draw): ``t, loss, residual_norm, directional_residual`` (n, r),
     ``a_hat`` (n, r), ``norms`` (n, m), ``record_epoch, record_phase`` (1 or 2).
 
-    ``events[name]`` per join (column k joins S_i): ``column, direction, t, epoch, phase, norm,
-    alignment``. ``redraws[name]`` per drawn column (see ``REDRAW_FIELDS``).
+    ``events[name]`` per crossing of delta1 by a column of S_∅ (``EVENT_FIELDS``; ``joined``
+    marks the joins of Definition 1). ``redraws[name]`` per drawn column (``REDRAW_FIELDS``);
+    ``partitions[name]`` per column of S_∅ at each epoch start (``PARTITION_FIELDS``).
     ``directions[name]`` (r,): ``discovered_t, discovered_epoch, fitted_t, fitted_epoch`` (NaN /
     -1 when it never happened; "fitted" is the first time on the recording grid).
 
     State to continue from: ``W`` (d x m), ``member`` (direction of each column, -1 none),
-    ``armed`` (watched for joining), ``beta`` (of the next epoch), ``epoch`` (next epoch index),
-    ``t`` (simulated time), ``rng_state`` (``Generator.bit_generator.state``, JSON-able), ``status``
-    ("running" while not finished) and ``warnings``.
+    ``armed`` (``member < 0``: watched for joining), ``beta`` (of the next epoch), ``epoch``
+    (next epoch index), ``t`` (simulated time), ``rng_state`` (``Generator.bit_generator.state``,
+    JSON-able), ``status`` ("running" while not finished) and ``warnings``.
     """
 
     target: Target
@@ -237,6 +274,8 @@ class DeflationResult:
     records: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     events: Dict[str, np.ndarray] = dataclasses.field(default_factory=lambda: _empty(EVENT_FIELDS))
     redraws: Dict[str, np.ndarray] = dataclasses.field(default_factory=lambda: _empty(REDRAW_FIELDS))
+    partitions: Dict[str, np.ndarray] = dataclasses.field(
+        default_factory=lambda: _empty(PARTITION_FIELDS))
     directions: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     wall_time: float = 0.0
 
@@ -293,9 +332,14 @@ class DeflationResult:
 
     @property
     def proposition1_ok(self) -> np.ndarray:
-        """Per epoch: all four checks of Proposition 1 held."""
+        """Per epoch: every condition of Proposition 1 held (all margins >= 0) at every step."""
         e = self.epochs
-        return e["prop_a"] & e["prop_b"] & e["prop_c"] & e["prop_d"]
+        return np.all([e[f"prop1_{c}"] >= 0 for c in analysis.PROP1_CONDITIONS], axis=0)
+
+    def theory_report(self) -> str:
+        """The per-epoch table of :func:`tdflow.theory.epoch_report`: beta, t1, t2, discovered,
+        fitted, Proposition 1's margins, Definition 2's partition, Lemma 5's outcome."""
+        return theory.epoch_report(self.epochs)
 
     @property
     def trajectory(self) -> Trajectory:
@@ -309,18 +353,16 @@ class DeflationResult:
                           norms=rec.get("norms"))
 
     def summary(self) -> str:
-        """A table with one row per epoch, then the per-direction outcome."""
+        """The run epoch by epoch, the theory report, then the per-direction outcome."""
         e = self.epochs
-        head = (f"{'epoch':>5} {'beta':>9} {'t1':>8} {'t2':>8} {'t_end':>9} {'redrawn':>7} "
-                f"{'g/p/b':>11} {'joined':>6} {'disc':>4} {'fit':>4} {'||T-T*||':>10} {'prop1':>5}")
-        rows = [head]
+        rows = [f"{'epoch':>5} {'t_start':>9} {'t_end':>9} {'redrawn':>7} {'joined':>6} "
+                f"{'crossed':>7} {'||T-T*||':>10}"]
         for s in range(self.n_epochs):
-            props = "".join(c if e[f"prop_{c}"][s] else "-" for c in "abcd")
-            gpb = f"{e['n_good'][s]}/{e['n_potential'][s]}/{e['n_bad'][s]}"
-            rows.append(f"{s:>5} {e['beta'][s]:9.3g} {e['t1'][s]:8.1f} {e['t2'][s]:8.1f} "
-                        f"{e['t_end'][s]:9.1f} {e['n_redrawn'][s]:>7} {gpb:>11} {e['n_joined'][s]:>6} "
-                        f"{e['n_discovered'][s]:>4} {e['n_fitted'][s]:>4} "
-                        f"{e['residual_norm'][s]:10.3e} {props:>5}")
+            rows.append(f"{s:>5} {e['t_start'][s]:9.1f} {e['t_end'][s]:9.1f} "
+                        f"{e['n_redrawn'][s]:>7} {e['n_joined'][s]:>6} "
+                        f"{e['n_crossed_unjoined'][s]:>7} {e['residual_norm'][s]:10.3e}")
+        rows.append("theory (Section 5 of Ge et al. 2021; see DeflationResult.theory_report):")
+        rows.append(self.theory_report())
         dr = self.directions
         rows.append("direction   a_i      â_i     discovered (t, epoch)   fitted (t, epoch)")
         ah = self.a_hat
@@ -341,14 +383,14 @@ class DeflationResult:
         """Write the whole result (state included, so it doubles as a checkpoint) atomically."""
         arrays = {"U": self.target.U, "a": self.target.a, "W": self.W, "member": self.member,
                   "armed": self.armed}
-        for group in ("epochs", "records", "events", "redraws", "directions"):
+        for group in GROUPS:
             for k, v in getattr(self, group).items():
                 arrays[f"{group}/{k}"] = v
         meta = dict(order=self.target.order, m=self.m, seed=self.seed,
                     schedule=self.schedule.to_dict(), options=self.options, beta=self.beta,
                     epoch=self.epoch, t=self.t, rng_state=self.rng_state, status=self.status,
                     warnings=list(self.warnings), wall_time=self.wall_time,
-                    d=self.target.dim, r=self.target.rank)
+                    d=self.target.dim, r=self.target.rank, deflation_version=VERSION)
         return io.save_npz(path, arrays, meta, kind=KIND)
 
     @classmethod
@@ -357,6 +399,10 @@ class DeflationResult:
         inconsistent file."""
         arrays, meta = io.load_npz(path, kind=KIND)
         try:
+            if meta.get("deflation_version", 1) != VERSION:
+                raise ValueError(f"its records are version {meta.get('deflation_version', 1)}, "
+                                 f"this tdflow reads version {VERSION} (Proposition 1's margins, "
+                                 "Definition 2's partitions): rerun it")
             d, r, m = int(meta["d"]), int(meta["r"]), int(meta["m"])
             for name, shape in (("U", (d, r)), ("a", (r,)), ("W", (d, m)), ("member", (m,)),
                                 ("armed", (m,))):
@@ -364,14 +410,15 @@ class DeflationResult:
                     raise ValueError(f"lacks the array {name!r}")
                 if arrays[name].shape != shape:
                     raise ValueError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
-            groups = {g: {} for g in ("epochs", "records", "events", "redraws", "directions")}
+            groups = {g: {} for g in GROUPS}
             for k, v in arrays.items():
                 if "/" in k:
                     g, name = k.split("/", 1)
                     if g in groups:
                         groups[g][name] = v
             for g, fields in (("epochs", EPOCH_FIELDS), ("events", EVENT_FIELDS),
-                              ("redraws", REDRAW_FIELDS), ("directions", DIRECTION_FIELDS)):
+                              ("redraws", REDRAW_FIELDS), ("partitions", PARTITION_FIELDS),
+                              ("directions", DIRECTION_FIELDS)):
                 missing = [f for f in fields if f not in groups[g]]
                 if missing:
                     raise ValueError(f"lacks the {g} arrays {missing}")
@@ -551,7 +598,7 @@ def _set_limits(res: DeflationResult, schedule: Schedule) -> None:
     res.schedule = schedule
     if res.status in ("max-epochs", "max-time"):
         cut = res.n_epochs and res.epochs["t_end"][-1] < (
-            res.epochs["t_start"][-1] + res.epochs["t1"][-1] + res.epochs["t2"][-1]) - 1e-12
+            res.epochs["t_start"][-1] + res.epochs["t2"][-1]) - 1e-12
         if res.status == "max-time" and cut:
             return  # the last epoch was cut short: it cannot be continued bitwise
         if res.epoch < schedule.max_epochs and res.t < schedule.max_time:
@@ -592,17 +639,30 @@ def _start(target, m, seed, schedule, options, rng) -> DeflationResult:
     res.directions = {"discovered_t": np.full(r, np.nan), "discovered_epoch": np.full(r, -1, np.int64),
                       "fitted_t": np.full(r, np.nan), "fitted_epoch": np.full(r, -1, np.int64)}
     unfitted = np.ones(r, dtype=bool)
-    labels, pred = analysis.classify_fresh(W, target.U, target.a, unfitted,
-                                           schedule.t1(beta0, d), order=target.order,
-                                           margin=schedule.margin)
+    labels, pred = analysis.classify_by_escape_time(W, target.U, target.a, unfitted,
+                                                    schedule.t1(beta0, d), order=target.order,
+                                                    margin=schedule.margin)
     _append(res.redraws, REDRAW_FIELDS, dict(
         epoch=np.zeros(m), kind=np.zeros(m), column=np.arange(m), t=np.zeros(m),
-        previous=np.full(m, -1), label=labels, predicted=pred, joined=np.full(m, -1)))
+        previous=np.full(m, -1), escape_label=labels, escape_predicted=pred,
+        joined=np.full(m, -1)))
     tol = analysis.fit_tolerance(target.a, schedule.lam, schedule.fit_tol, schedule.eps)
     if np.any(np.asarray(target.a) <= tol):
         res.warnings.append("some weights a_i are within fit_tol of 0: they count as fitted from "
                             "the start")
     return res
+
+
+def _partition(res: DeflationResult, t1p: float) -> Optional[analysis.Partition]:
+    """Definition 2 at the epoch start, or None where it does not apply (order != 4 or a
+    non-orthonormal target)."""
+    tg, s = res.target, res.schedule
+    U = tg.U
+    if tg.order != 4 or (U.shape[1] and np.max(np.abs(U.T @ U - np.eye(U.shape[1]))) > 1e-10):
+        return None
+    discovered = np.zeros(tg.rank, bool)
+    discovered[res.member[res.member >= 0]] = True
+    return analysis.partition(res.W, U, tg.a, discovered, lam=s.lam, t1=t1p, c_rho=s.c_rho)
 
 
 class _Runner:
@@ -617,14 +677,15 @@ class _Runner:
         self.steps = 0
         self.rhs = 0
 
-    def phase(self, length: float, phase: int) -> None:
-        res, opt = self.res, self.res.options
+    def phase(self, length: float, phase: int, beta: float) -> dict:
+        """Run one phase; returns Proposition 1's worst margins and their times over it."""
+        res, opt, s = self.res, self.res.options, self.res.schedule
         t0, t1 = res.t, res.t + length
         t_eval = np.linspace(t0, t1, opt["n_records"])
         step = np.nan if opt["h"] is None else opt["h"]
         member_before = res.member.copy()
         args = (res.W, t0, t_eval, opt["method"], step, opt["rtol"], opt["atol"], np.inf, 0, True,
-                False, res.armed, res.schedule.delta1, res.schedule.alpha, None, 0.25)
+                False, res.member, s.delta1, s.alpha, res.epoch, beta, s.gamma, None, 0.25)
         if self.flow._torch is not None:
             raw = self.flow._torch.integrate_joins(*args)
         else:
@@ -639,22 +700,24 @@ class _Runner:
         self.rhs += int(raw["n_rhs"])
         res.W = np.asfortranarray(raw["W"])
         res.t = float(t1)
-        res.armed = raw["armed"].astype(bool)
-        ev_col = raw["event_column"].astype(np.int64)
-        ev_dir = raw["event_direction"].astype(np.int64)
-        ev_t = raw["event_t"]
-        n_ev = ev_col.size
-        _append(res.events, EVENT_FIELDS, dict(
-            column=ev_col, direction=ev_dir, t=ev_t, epoch=np.full(n_ev, res.epoch),
-            phase=np.full(n_ev, phase), norm=raw["event_norm"], alignment=raw["event_alignment"]))
-        res.member = res.member.copy()
-        res.member[ev_col] = ev_dir
+        n_ev = raw["crossing_column"].size
+        ev = dict(column=raw["crossing_column"], direction=raw["crossing_direction"],
+                  t=raw["crossing_t"], epoch=np.full(n_ev, res.epoch), phase=np.full(n_ev, phase),
+                  norm=raw["crossing_norm"], misalignment=raw["crossing_misalignment"],
+                  upward=raw["crossing_upward"], joined=raw["crossing_joined"])
+        _append(res.events, EVENT_FIELDS, ev)
+        res.member = raw["member"].astype(np.int64)
+        res.armed = res.member < 0
+        joined = np.asarray(ev["joined"], bool)
+        ev_col = np.asarray(ev["column"], np.int64)[joined]
+        ev_dir = np.asarray(ev["direction"], np.int64)[joined]
+        ev_t = np.asarray(ev["t"], float)[joined]
         # the latest draw of each joining column records where it went
         for k, i in zip(ev_col, ev_dir):
             last = np.flatnonzero(res.redraws["column"] == k)[-1]
             res.redraws["joined"][last] = i
         dr = res.directions
-        for k, i, t in zip(ev_col, ev_dir, ev_t):
+        for i, t in zip(ev_dir, ev_t):
             if dr["discovered_epoch"][i] < 0:
                 dr["discovered_t"][i] = t
                 dr["discovered_epoch"][i] = res.epoch
@@ -682,12 +745,25 @@ class _Runner:
         for k in RECORD_FIELDS:
             v = rows[k]
             res.records[k] = np.concatenate([res.records[k], v]) if k in res.records else v
+        return {c: (float(raw["prop1_margin"][c]), float(raw["prop1_t"][c]))
+                for c in analysis.PROP1_CONDITIONS}
 
-    def prop1(self, previously_fitted) -> analysis.Prop1Check:
-        res, s = self.res, self.res.schedule
-        return analysis.check_proposition1(
-            res.W, res.target.U, res.target.a, res.member, delta1=s.delta1, alpha=s.alpha,
-            lam=s.lam, fit_tol=s.fit_tol, eps=s.eps, previously_fitted=previously_fitted)
+    def start_partition(self, t1p: float) -> tuple:
+        """Definition 2 at (s, 0) over S_∅: recorded per column; returns (partition, fresh)."""
+        res = self.res
+        part = _partition(res, t1p)
+        fresh = res.member < 0
+        if part is None:
+            return None, fresh
+        cols = np.flatnonzero(fresh)
+        good, pot = part.good[cols], part.potential[cols]
+        label = np.where(good.any(axis=1), 0, np.where(part.bad[cols], 2,
+                                                         np.where(pot.any(axis=1), 1, 3)))
+        direction = np.where(good.any(axis=1), good.argmax(axis=1),
+                             np.where(label == 1, pot.argmax(axis=1), -1))
+        _append(res.partitions, PARTITION_FIELDS, dict(
+            epoch=np.full(cols.size, res.epoch), column=cols, label=label, direction=direction))
+        return part, fresh
 
     def epoch(self) -> None:
         res, s = self.res, self.res.schedule
@@ -695,7 +771,8 @@ class _Runner:
         self.steps = self.rhs = 0
         d = res.target.dim
         beta, t_start = res.beta, res.t
-        t1, t2 = s.t1(beta, d), s.t2(beta)
+        t1p = s.t1_parts(beta, d)[0]
+        t1, t2 = s.t1(beta, d), s.phase2(beta)
         cut = False
         if t_start + t1 >= s.max_time:
             t1, t2, cut = s.max_time - t_start, 0.0, True
@@ -703,50 +780,62 @@ class _Runner:
             t2, cut = s.max_time - t_start - t1, True
         fitted_before = res.fitted_now
         n_ev0 = res.events["column"].size
-        self.phase(t1, 1)
-        check = self.prop1(fitted_before)
+        part, fresh = self.start_partition(t1p)
+        large0 = np.linalg.norm(res.W, axis=0) >= s.delta1
+        margins = self.phase(t1, 1, beta)
+        # Lemma 5 at t1, before the re-draw
+        ev = {k: v[n_ev0:] for k, v in res.events.items()}
+        reached = np.zeros(res.m, bool)
+        reached[ev["column"][ev["upward"]]] = True
+        reached |= fresh & large0
+        discovered_t1 = np.zeros(res.target.rank, bool)
+        discovered_t1[res.member[res.member >= 0]] = True
+        l5 = None if part is None else analysis.lemma5_outcome(part, fresh, reached,
+                                                                res.member >= 0, discovered_t1)
         # re-draw every column below delta1
         norms = np.linalg.norm(res.W, axis=0)
         small = np.flatnonzero(norms < s.delta1)
         unfitted = ~res.fitted_now
         n_new = small.size
         if not cut or t2 > 0:
-            fresh = _draw(self.rng, d, n_new, s.delta0)
+            fresh_cols = _draw(self.rng, d, n_new, s.delta0)
             res.W = np.asfortranarray(res.W)
-            res.W[:, small] = fresh
+            res.W[:, small] = fresh_cols
             previous = res.member[small].copy()
             res.member = res.member.copy()
             res.member[small] = -1
-            res.armed = res.armed.copy()
-            res.armed[small] = True
+            res.armed = res.member < 0
             horizon = t2 + s.t1(beta * (1.0 - s.gamma), d)
-            labels, pred = analysis.classify_fresh(fresh, res.target.U, res.target.a, unfitted,
-                                                   horizon, order=res.target.order,
-                                                   margin=s.margin)
+            labels, pred = analysis.classify_by_escape_time(
+                fresh_cols, res.target.U, res.target.a, unfitted, horizon,
+                order=res.target.order, margin=s.margin)
             _append(res.redraws, REDRAW_FIELDS, dict(
                 epoch=np.full(n_new, res.epoch), kind=np.ones(n_new), column=small,
-                t=np.full(n_new, res.t), previous=previous, label=labels, predicted=pred,
-                joined=np.full(n_new, -1)))
+                t=np.full(n_new, res.t), previous=previous, escape_label=labels,
+                escape_predicted=pred, joined=np.full(n_new, -1)))
         else:
-            n_new, labels = 0, np.zeros(0, np.int64)
+            n_new = 0
         if t2 > 0:
-            self.phase(t2, 2)
-        check = check.merge(self.prop1(fitted_before))
+            m2 = self.phase(t2, 2, beta)
+            margins = {c: min(margins[c], m2[c], key=lambda v: v[0]) for c in margins}
         now = res.fitted_now
+        lost = analysis.still_fitted(fitted_before, now)
         rn = float(res.records["residual_norm"][-1])
         stalled = n_new == 0 and not now.all() and not cut
+        ev = {k: v[n_ev0:] for k, v in res.events.items()}
+        counts = (-1, -1, -1) if part is None else part.counts(fresh)
         row = dict(
-            beta=beta, t_start=t_start, t1=t1, t2=t2, t_end=res.t, n_redrawn=n_new,
-            n_joined=res.events["column"].size - n_ev0,
+            beta=beta, t_start=t_start, t1p=t1p, t1=t1, t2=t1 + t2, t_end=res.t, n_redrawn=n_new,
+            n_joined=int(ev["joined"].sum()), n_crossed_unjoined=int((~ev["joined"]).sum()),
             n_discovered=int(np.sum(res.directions["discovered_epoch"] >= 0)),
             n_fitted=int(now.sum()), loss=float(res.records["loss"][-1]), residual_norm=rn,
-            n_good=int(np.sum(labels == analysis.GOOD)),
-            n_potential=int(np.sum(labels == analysis.POTENTIAL)),
-            n_bad=int(np.sum(labels == analysis.BAD)),
-            prop_a=check.a, prop_b=check.b, prop_c=check.c, prop_d=check.d,
-            min_member_alignment=check.min_member_alignment,
-            max_nonmember_norm=check.max_nonmember_norm, max_excess=check.max_excess,
-            n_unfitted_again=len(check.unfitted_again),
+            n_good=counts[0], n_potential=counts[1], n_bad=counts[2],
+            lemma5_large_not_potential=-1 if l5 is None else l5.large_not_potential,
+            lemma5_good_undiscovered=-1 if l5 is None else l5.good_undiscovered,
+            lemma5_large_unjoined=-1 if l5 is None else l5.large_unjoined,
+            **{f"prop1_{c}": v[0] for c, v in margins.items()},
+            **{f"prop1_{c}_t": v[1] for c, v in margins.items()},
+            n_unfitted_again=len(lost),
             wall_time=time.perf_counter() - start_wall, n_steps=self.steps, n_rhs=self.rhs)
         _append(res.epochs, EPOCH_FIELDS, {k: np.array([v]) for k, v in row.items()})
         res.wall_time += row["wall_time"]
@@ -773,13 +862,15 @@ class _Runner:
                 res.warnings.append(
                     f"stopped ({res.status}) with ||T-T*||_F = {rn:.3g} > eps = {s.eps:g}; "
                     f"unfitted directions {missing}")
-        if not check.ok:
+        failed = [c for c, v in margins.items() if v[0] < 0]
+        if failed:
             res.warnings.append(
-                f"epoch {res.epoch - 1}: Proposition 1 check(s) "
-                f"{''.join(c for c in 'abcd' if not getattr(check, c))} failed "
-                f"(min member alignment {check.min_member_alignment:.4f}, max non-member norm "
-                f"{check.max_nonmember_norm:.3g}, max excess {check.max_excess:.3g}, "
-                f"unfitted again {list(check.unfitted_again)})")
+                f"epoch {res.epoch - 1}: Proposition 1 ({', '.join(failed)}) violated: worst "
+                "margins " + ", ".join(f"{c} {margins[c][0]:.3g} at t = {margins[c][1]:.4g}"
+                                       for c in failed))
+        if lost:
+            res.warnings.append(f"epoch {res.epoch - 1}: directions {list(lost)} were fitted "
+                                "before and are not any more")
 
 
 def _run(res: DeflationResult, checkpoint, every, progress, callback,

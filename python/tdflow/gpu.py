@@ -14,7 +14,7 @@ The model, the active set and the steppers are those of the C++ core (``flow.hpp
 exponent-bucket active set, Euler / RK4 with steps shortened onto the recording times, and
 Dormand-Prince 5(4) and DOP853 with the same per-column error norm, starting step, controller
 and dense output (coefficients read from the core, ``_core.tableau``); ``integrate_joins`` adds
-the S_i membership check of Algorithm 2 (events.hpp) after every accepted step, so
+Definition 1 and Proposition 1 of Algorithm 2 (events.hpp) on every accepted step, so
 ``tdflow.deflate(..., backend="cuda")`` runs its phases here. States stay on the device for the
 whole run; only recordings (and a few scalars per step) come back to the host.
 
@@ -256,30 +256,37 @@ class TorchFlow:
 
     def integrate_joins(self, W0: np.ndarray, t0: float, t_eval: np.ndarray, method: str,
                         h: float, rtol: float, atol: float, h_max: float, max_steps: int,
-                        save_norms: bool, save_states: bool, armed: np.ndarray, delta1: float,
-                        alpha: float, update: Optional[Callable[[float], None]] = None,
+                        save_norms: bool, save_states: bool, member: np.ndarray, delta1: float,
+                        alpha: float, epoch: int, beta: float, gamma: float,
+                        update: Optional[Callable[[float], None]] = None,
                         interval: float = 0.1) -> dict:
-        """:meth:`integrate` plus the S_i membership check after every accepted step (the
-        core's ``integrate_joins``, events.hpp): a watched (``armed``) column joins S_i at the
-        first step where ``||w|| >= delta1`` and ``<w, u_i>^2 / ||w||^2 >= 1 - alpha^2``."""
-        delta1, alpha = float(delta1), float(alpha)
+        """:meth:`integrate` plus Definition 1 and Proposition 1 on every accepted step (the
+        core's ``integrate_joins``, events.hpp): a column of S_∅ (``member`` -1) joins S_i where
+        its norm crosses ``delta1`` (located on the dense output) if ``<w, u_i>^2 / ||w||^2 >=
+        1 - alpha^2`` there; the worst margin of each condition of Proposition 1."""
+        delta1, alpha, beta, gamma = float(delta1), float(alpha), float(beta), float(gamma)
         if not (delta1 > 0 and math.isfinite(delta1)):
             raise ValueError("delta1 must be finite and > 0")
         if not 0 < alpha < 1:
             raise ValueError("alpha must lie in (0, 1)")
-        armed = np.asarray(armed).ravel()
-        if armed.shape != (np.shape(W0)[1],):
-            raise ValueError(f"armed must have shape ({np.shape(W0)[1]},), got {armed.shape}")
-        joins = _Joins(self, armed != 0, delta1, alpha)
+        if int(epoch) < 0:
+            raise ValueError("epoch must be >= 0")
+        if not (beta > 0 and math.isfinite(beta)):
+            raise ValueError("beta must be finite and > 0")
+        if not 0 <= gamma < 1:
+            raise ValueError("gamma must lie in [0, 1)")
+        member = np.asarray(member).ravel()
+        if member.shape != (np.shape(W0)[1],):
+            raise ValueError(f"member must have shape ({np.shape(W0)[1]},), got {member.shape}")
+        r = self.U.shape[1]
+        if np.any(member != np.floor(member)) or np.any(member < -1) or np.any(member >= r):
+            raise ValueError("member entries must be -1 or a direction index < r")
+        m = member.size
+        watch = _Watch(self, member.astype(np.int64), delta1, alpha,
+                       slack=int(epoch) * m * delta1 * delta1, big=beta / (1.0 - gamma))
         out = self._integrate(W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps,
-                              save_norms, save_states, update, interval, joins)
-        ev = joins.events
-        out.update(event_column=np.array([e[0] for e in ev], dtype=np.int64),
-                   event_direction=np.array([e[1] for e in ev], dtype=np.int64),
-                   event_t=np.array([e[2] for e in ev], dtype=float),
-                   event_norm=np.array([e[3] for e in ev], dtype=float),
-                   event_alignment=np.array([e[4] for e in ev], dtype=float),
-                   armed=joins.armed.cpu().numpy().astype(bool))
+                              save_norms, save_states, update, interval, watch)
+        out.update(watch.result())
         return out
 
     def _integrate(self, W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms,
@@ -289,7 +296,7 @@ class TorchFlow:
                    update, interval, hook)
         try:
             if hook is not None:
-                hook(run.t, run.W)
+                hook.start(run.t, run.W)
             if method in _SCHEMES:
                 run.adaptive(method, h, rtol, atol, h_max, max_steps)
             else:
@@ -304,32 +311,125 @@ class TorchFlow:
         return out
 
 
-class _Joins:
-    """S_i membership (events.hpp, JoinDetector) checked on the device: events in column order."""
+class _Watch:
+    """Definition 1 and Proposition 1 on the device (events.hpp, DeflationWatch): crossings of
+    delta1 located on the dense output by regula falsi (Illinois), margins kept on the device."""
 
-    def __init__(self, flow: TorchFlow, armed: np.ndarray, delta1: float, alpha: float):
-        self.flow = flow
-        self.armed = torch.tensor(armed, dtype=torch.bool, device=flow.device)
-        self.delta1_sq, self.align_min = delta1 * delta1, 1.0 - alpha * alpha
-        self.events = []
+    CONDITIONS = ("a", "b", "c_lower", "c_upper", "d")
 
-    def __call__(self, t: float, W) -> None:
-        n2 = (W * W).sum(0)
-        watch = self.armed & (n2 >= self.delta1_sq)  # cheap test first: most steps stop here
-        if not bool(watch.any()):
-            return
-        idx = torch.nonzero(watch).flatten()
+    def __init__(self, flow: TorchFlow, member: np.ndarray, delta1: float, alpha: float,
+                 slack: float, big: float):
+        self.flow, self.delta1, self.alpha, self.slack = flow, delta1, alpha, slack
+        dev = flow.device
+        self.member = torch.tensor(member, dtype=torch.int64, device=dev)
+        self.big = flow.a >= big
+        self.worst = torch.full((5,), math.inf, dtype=torch.float64, device=dev)
+        self.when = torch.full((5,), math.nan, dtype=torch.float64, device=dev)
+        self.below = None
+        self.crossings = []
+        self.checks = 0
+
+    def _misalignment(self, Y, dirs):
+        """``1 - wbar_i^2`` of the columns of Y for directions dirs, without cancellation."""
+        Ui = self.flow.U[:, dirs]
+        p = (Ui * Y).sum(0)
+        E = Y - Ui * p
+        n2 = (Y * Y).sum(0)
+        mis = torch.where(n2 > 0, (E * E).sum(0) / torch.where(n2 > 0, n2, 1.0),
+                          torch.ones_like(n2))
+        return torch.clamp(mis, max=1.0)
+
+    def start(self, t: float, W) -> None:
+        self.check(t, W)
+
+    def step(self, t: float, t_new: float, W, Wn, dense) -> None:
+        d1sq = self.delta1 * self.delta1
+        below = (Wn * Wn).sum(0) < d1sq
+        change = (self.member < 0) & (below != self.below)
+        if bool(change.any()):
+            self.locate(t, t_new, W, Wn, dense, torch.nonzero(change).flatten())
+        self.check(t_new, Wn)
+
+    def locate(self, t, t_new, W, Wn, dense, idx) -> None:
+        d1sq = self.delta1 * self.delta1
+        was_below = self.below[idx]
+        lo = torch.zeros(idx.numel(), dtype=torch.float64, device=W.device)
+        hi = torch.ones_like(lo)
+        glo = (W[:, idx] ** 2).sum(0) - d1sq
+        ghi = (Wn[:, idx] ** 2).sum(0) - d1sq
+        last = torch.zeros_like(lo)
+        theta, Y = hi.clone(), Wn[:, idx]
+        eps4 = 4 * _EPS
+        for _ in range(200):
+            active = (hi - lo) > eps4
+            if not bool(active.any()):
+                break
+            th = (lo * ghi - hi * glo) / (ghi - glo)
+            th = torch.where((th > lo) & (th < hi), th, 0.5 * (lo + hi))
+            th = torch.where(active, th, theta)
+            # the dense output at each column's own theta
+            Yn = torch.stack([dense(float(x))[:, k] for x, k in zip(th.tolist(), idx.tolist())], 1)
+            g = (Yn * Yn).sum(0) - d1sq
+            Y = torch.where(active[None, :], Yn, Y)
+            theta = th
+            same = (g < 0) == (glo < 0)
+            up_lo, up_hi = active & same, active & ~same
+            ghi = torch.where(up_lo & (last == -1), 0.5 * ghi, ghi)
+            glo = torch.where(up_hi & (last == 1), 0.5 * glo, glo)
+            lo, glo = torch.where(up_lo, th, lo), torch.where(up_lo, g, glo)
+            hi, ghi = torch.where(up_hi, th, hi), torch.where(up_hi, g, ghi)
+            last = torch.where(up_lo, -1.0, torch.where(up_hi, 1.0, last))
+            done = active & (g == 0)
+            lo, hi = torch.where(done, th, lo), torch.where(done, th, hi)
         f = self.flow
-        P = W[: f.U.shape[1]][:, idx] if f.basis else f.U.T @ W[:, idx]
-        P2 = P * P
-        best = P2.argmax(0)  # the first of equal maxima, as the core's strict '>'
-        align = P2.gather(0, best[None]).flatten() / n2[idx]
-        ok = align >= self.align_min
-        self.armed[idx[ok]] = False
-        host = [x.cpu().numpy() for x in (idx, best, torch.sqrt(n2[idx]), align, ok)]
-        for k, i, norm, al, good in zip(*host):
-            if good:
-                self.events.append((int(k), int(i), t, float(norm), float(al)))
+        P = Y[: f.U.shape[1]] if f.basis else f.U.T @ Y
+        best = (P * P).argmax(0)
+        mis = self._misalignment(Y, best)
+        joined = mis <= self.alpha * self.alpha
+        self.member[idx[joined]] = best[joined]
+        host = [x.cpu().numpy() for x in (idx, best, theta, torch.sqrt((Y * Y).sum(0)), mis,
+                                          was_below, joined)]
+        for k, i, th, n, ms, up, ok in zip(*host):
+            self.crossings.append((int(k), int(i), t + float(th) * (t_new - t), float(n),
+                                   float(ms), bool(up), bool(ok)))
+
+    def check(self, t: float, W) -> None:
+        self.checks += 1
+        f, a = self.flow, self.flow.a
+        n2 = (W * W).sum(0)
+        self.below = n2 < self.delta1 * self.delta1
+        inside = self.member >= 0
+        dirs = torch.where(inside, self.member, torch.zeros_like(self.member))
+        mis = self._misalignment(W, dirs)
+        inf = torch.tensor(math.inf, dtype=torch.float64, device=W.device)
+        r = a.shape[0]
+        m_a = torch.where(inside, self.alpha - mis, inf).min() if W.shape[1] else inf
+        w = torch.where(inside, n2, torch.zeros_like(n2))
+        ahat = torch.zeros(r, dtype=torch.float64, device=W.device).index_add_(0, dirs, w)
+        msum = torch.zeros_like(ahat).index_add_(0, dirs, w * mis)
+        count = torch.zeros_like(ahat).index_add_(0, dirs, inside.to(torch.float64))
+        mean = torch.where(ahat > 0, msum / torch.where(ahat > 0, ahat, 1.0), torch.ones_like(ahat))
+        m_b = torch.where(count > 0, self.alpha ** 2 + 4 * self.slack - mean, inf).min()
+        gap = a - ahat
+        m_cl = (gap - (f.lam / 6.0 - self.slack)).min() if r else inf
+        m_cu = torch.where(self.big, f.lam + self.slack - gap, inf).min() if r else inf
+        m_d = torch.where(inside, inf, self.delta1 - torch.sqrt(n2)).min() if W.shape[1] else inf
+        vals = torch.stack([m_a, m_b, m_cl, m_cu, m_d])
+        better = vals < self.worst
+        self.worst = torch.where(better, vals, self.worst)
+        self.when = torch.where(better, torch.full_like(vals, t), self.when)
+
+    def result(self) -> dict:
+        ev = self.crossings
+        cols = lambda j, dt: np.array([e[j] for e in ev], dtype=dt)  # noqa: E731
+        worst, when = self.worst.cpu().numpy(), self.when.cpu().numpy()
+        return dict(crossing_column=cols(0, np.int64), crossing_direction=cols(1, np.int64),
+                    crossing_t=cols(2, float), crossing_norm=cols(3, float),
+                    crossing_misalignment=cols(4, float), crossing_upward=cols(5, bool),
+                    crossing_joined=cols(6, bool), member=self.member.cpu().numpy(),
+                    prop1_margin={c: float(v) for c, v in zip(self.CONDITIONS, worst)},
+                    prop1_t={c: float(v) for c, v in zip(self.CONDITIONS, when)},
+                    n_checks=self.checks)
 
 
 class _Recorder:
@@ -389,7 +489,7 @@ class _Run:
                  hook=None):
         self.flow, self.W, self.t, self.t_eval = flow, W, t0, t_eval
         self.observe, self.update, self.interval = observe, update, interval
-        self.hook = hook  # hook(t, W) on every accepted state (S_i detection)
+        self.hook = hook  # hook.step(t, t_new, W, Wn, dense) on every accepted step (_Watch)
         self.status, self.error = "finished", None
         self.steps = self.n_rhs = self.rejected = 0
         self.last_tick = time.monotonic()
@@ -400,8 +500,6 @@ class _Run:
 
     def tick(self, t: float, force: bool = False) -> bool:
         """Progress at most every ``interval`` seconds; an error in it stops the run."""
-        if self.hook is not None and not force:
-            self.hook(t, self.W)
         if self.update is None:
             return False
         now = time.monotonic()
@@ -445,8 +543,19 @@ class _Run:
                 if not _finite(Wn):
                     self.status = "non-finite"
                     return
+                t_new = tb if s + 1 == n else ta + (s + 1) * hs
+                if self.hook is not None:
+                    if method == "euler":
+                        dense = lambda th, W=W, K1=K1: W + (th * hs) * K1  # noqa: E731
+                    else:
+                        def dense(th, W=W, K=(K1, K2, K3, K4)):  # RK4's 3rd-order extension
+                            t2, t3 = th * th, th * th * th
+                            b1, b2 = th - 1.5 * t2 + 2.0 * t3 / 3.0, t2 - 2.0 * t3 / 3.0
+                            b4 = -0.5 * t2 + 2.0 * t3 / 3.0
+                            return W + hs * (b1 * K[0] + b2 * (K[1] + K[2]) + b4 * K[3])
+                    self.hook.step(self.t, t_new, W, Wn, dense)
                 self.W = Wn
-                self.t = tb if s + 1 == n else ta + (s + 1) * hs
+                self.t = t_new
                 self.steps += 1
                 if self.tick(self.t):
                     return
@@ -515,6 +624,11 @@ class _Run:
                     scheme.prepare_dense(W, h)
                     self.observe(t_eval[i], scheme.dense((t_eval[i] - t) / h, W, Wn, h))
                 i += 1
+            if self.hook is not None:
+                def dense(th, W=W, Wn=Wn, h=h):
+                    scheme.prepare_dense(W, h)
+                    return scheme.dense(th, W, Wn, h)
+                self.hook.step(t, t_new, W, Wn, dense)
             self.W = Wn
             scheme.accept()
             self.t = t_new

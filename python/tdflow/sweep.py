@@ -278,8 +278,8 @@ def run_linear(params: dict, seed: int) -> Tuple[dict, dict]:
 DEFLATE_DEFAULTS: Dict[str, Any] = dict(
     d=20, m=60, r=5, order=4, target="orthogonal", spectrum="geometric", ratio=1.5, exponent=1.0,
     # the Schedule's fields (tdflow.Schedule() defaults)
-    delta0=1e-3, delta1=1e-2, alpha=0.3, gamma=0.3, lam=1e-4, eps=5e-4, c1=1.0, c2=1.0,
-    max_epochs=100, max_time=None, fit_tol=None, margin=1.0,
+    delta0=1e-3, delta1=1e-2, alpha=0.3, gamma=0.3, lam=1e-4, eps=5e-4, c1=1.0, c1pp=0.0,
+    c1ppp=0.0, c2=1.0, c_rho=0.1, max_epochs=100, max_time=None, fit_tol=None, margin=1.0,
     method="dopri5", rtol=1e-7, n_records=41,
 )
 
@@ -291,8 +291,9 @@ def run_deflate(params: dict, seed: int) -> Tuple[dict, dict]:
     p = dict(DEFLATE_DEFAULTS, **params)
     target = _target(p, seed)
     schedule = Schedule.from_dict({k: p[k] for k in ("delta0", "delta1", "alpha", "gamma", "lam",
-                                                     "eps", "c1", "c2", "max_epochs", "max_time",
-                                                     "fit_tol", "margin")})
+                                                     "eps", "c1", "c1pp", "c1ppp", "c2", "c_rho",
+                                                     "max_epochs", "max_time", "fit_tol",
+                                                     "margin")})
     res = deflate(target, positive_int(p["m"], "m"), schedule, seed, method=p["method"],
                   rtol=p["rtol"], n_records=p["n_records"], progress=False)
     row = dict(

@@ -4,7 +4,9 @@
 // states). `observe(t, W)` is called at each requested time; `tick(t)` after every step, and
 // returning true stops the run (Python uses it for progress bars and Ctrl-C).
 // When tick(t) runs, W (the caller's state, held by reference) already holds the accepted state
-// at t: events.hpp relies on this to check every accepted step.
+// at t: events.hpp relies on this to check every accepted step. A tick with a member
+// step(const StepView&) also sees each accepted step before it is taken: both ends and the
+// method's continuous extension (events.hpp locates the crossings of Definition 1 on it).
 //
 // Methods: explicit Euler, classic RK4 (fixed step, shortened so that every recording time is
 // hit exactly) and Dormand-Prince 5(4) with error control and its 4th-order dense output for
@@ -15,7 +17,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <type_traits>
+#include <utility>
 #include <stdexcept>
 #include <vector>
 
@@ -50,7 +55,23 @@ struct Outcome {
   long steps = 0, rhs_evals = 0, rejected = 0;
 };
 
+// An accepted step [t, t_new] seen from inside: the states at both ends and column(theta, j, out),
+// which writes column j of the continuous extension at t + theta (t_new - t), theta in [0, 1]
+// (Euler: linear; RK4: its 3rd-order extension; dopri5 / dop853: their dense outputs).
+struct StepView {
+  double t, t_new;
+  const Mat& W;
+  const Mat& Wn;
+  std::function<void(double, Index, double*)> column;
+};
+
 namespace detail {
+
+template <class T, class = void>
+struct has_step : std::false_type {};
+template <class T>
+struct has_step<T, std::void_t<decltype(std::declval<T&>().step(std::declval<const StepView&>()))>>
+    : std::true_type {};
 
 // Runs body(j0, nj) over blocks of columns, in parallel for large states.
 template <class Body>
@@ -274,8 +295,23 @@ Outcome integrate_fixed(Sys& sys, Method method, Mat& W, double t0,
         out.status = Status::NonFinite;
         return out;
       }
+      const double t_new = (s + 1 == n) ? tb : ta + static_cast<double>(s + 1) * h;
+      if constexpr (detail::has_step<std::remove_reference_t<Tick>>::value) {
+        tick.step(StepView{out.t, t_new, W, Wn, [&](double th, Index j, double* y) {
+          // Euler: linear; RK4: b1 = th - 3th^2/2 + 2th^3/3, b2 = b3 = th^2 - 2th^3/3,
+          // b4 = -th^2/2 + 2th^3/3 (Hairer, Norsett, Wanner I, II.6)
+          const double t2 = th * th, t3 = t2 * th;
+          const double b1 = method == Method::Euler ? th : th - 1.5 * t2 + 2.0 * t3 / 3.0;
+          const double b2 = t2 - 2.0 * t3 / 3.0, b4 = -0.5 * t2 + 2.0 * t3 / 3.0;
+          for (Index i = 0; i < d; ++i) {
+            double v = b1 * K1(i, j);
+            if (method != Method::Euler) v += b2 * (K2(i, j) + K3(i, j)) + b4 * K4(i, j);
+            y[i] = W(i, j) + h * v;
+          }
+        }});
+      }
       W.swap(Wn);
-      out.t = (s + 1 == n) ? tb : ta + static_cast<double>(s + 1) * h;
+      out.t = t_new;
       out.steps += 1;
       if (tick(out.t)) {
         out.status = Status::Stopped;
@@ -350,17 +386,31 @@ class Dopri5Scheme {
 
   // y(t + th * h) into Y
   void dense(double th, const Mat& W, const Mat&, double h, Mat& Y) const {
-    const double pw[4] = {th, th * th, th * th * th, th * th * th * th};
     double q[7];
-    for (int s = 0; s < 7; ++s)
-      q[s] = DP5::P[s][0] * pw[0] + DP5::P[s][1] * pw[1] + DP5::P[s][2] * pw[2] +
-             DP5::P[s][3] * pw[3];
+    weights(th, q);
     combine(Y, &W, h, q, 7, K_);
+  }
+
+  // column j of y(t + th * h) into y
+  void dense_column(double th, Index j, const Mat& W, const Mat&, double h, double* y) const {
+    double q[7];
+    weights(th, q);
+    for (Index i = 0; i < W.rows(); ++i) {
+      double v = 0.0;
+      for (int s = 0; s < 7; ++s) v += q[s] * K_[s](i, j);
+      y[i] = W(i, j) + h * v;
+    }
   }
 
   void accept() { K_[0].swap(K_[6]); }  // first same as last
 
  private:
+  static void weights(double th, double* q) {
+    const double pw[4] = {th, th * th, th * th * th, th * th * th * th};
+    for (int s = 0; s < 7; ++s)
+      q[s] = DP5::P[s][0] * pw[0] + DP5::P[s][1] * pw[1] + DP5::P[s][2] * pw[2] +
+             DP5::P[s][3] * pw[3];
+  }
   Mat K_[7], E_;
 };
 
@@ -422,22 +472,23 @@ class Dop853Scheme {
   // y = W + x (F0 + (1-x) (F1 + x (F2 + (1-x) (F3 + x (F4 + (1-x) (F5 + x F6)))))) with
   // F0 = Wn - W, F1 = h f0 - F0, F2 = 2 F0 - h (f0 + f1)
   void dense(double x, const Mat& W, const Mat& Wn, double h, Mat& Y) const {
-    const Index d = W.rows(), m = W.cols();
-    const double y = 1.0 - x;
-    for_column_blocks(m, d, [&](Index j0, Index nj) {
-      for (Index j = j0; j < j0 + nj; ++j) {
-        const double *w = W.col(j).data(), *wn = Wn.col(j).data();
-        const double *f0 = K_[0].col(j).data(), *f1 = K_[12].col(j).data();
-        const double *F3 = K_[1].col(j).data(), *F4 = K_[2].col(j).data(),
-                     *F5 = K_[3].col(j).data(), *F6 = K_[4].col(j).data();
-        double* out = Y.col(j).data();
-        for (Index i = 0; i < d; ++i) {
-          const double F0 = wn[i] - w[i], F1 = h * f0[i] - F0, F2 = 2.0 * F0 - h * (f0[i] + f1[i]);
-          const double v = F2 + y * (F3[i] + x * (F4[i] + y * (F5[i] + x * F6[i])));
-          out[i] = w[i] + x * (F0 + y * (F1 + x * v));
-        }
-      }
+    for_column_blocks(W.cols(), W.rows(), [&](Index j0, Index nj) {
+      for (Index j = j0; j < j0 + nj; ++j) dense_column(x, j, W, Wn, h, Y.col(j).data());
     });
+  }
+
+  // column j of the dense output (after prepare_dense) into out
+  void dense_column(double x, Index j, const Mat& W, const Mat& Wn, double h, double* out) const {
+    const double y = 1.0 - x;
+    const double *w = W.col(j).data(), *wn = Wn.col(j).data();
+    const double *f0 = K_[0].col(j).data(), *f1 = K_[12].col(j).data();
+    const double *F3 = K_[1].col(j).data(), *F4 = K_[2].col(j).data(), *F5 = K_[3].col(j).data(),
+                 *F6 = K_[4].col(j).data();
+    for (Index i = 0; i < W.rows(); ++i) {
+      const double F0 = wn[i] - w[i], F1 = h * f0[i] - F0, F2 = 2.0 * F0 - h * (f0[i] + f1[i]);
+      const double v = F2 + y * (F3[i] + x * (F4[i] + y * (F5[i] + x * F6[i])));
+      out[i] = w[i] + x * (F0 + y * (F1 + x * v));
+    }
   }
 
   void accept() { K_[0].swap(K_[12]); }
@@ -540,6 +591,12 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
       out.rhs_evals += scheme.prepare_dense(sys, W, Wn, h);
       scheme.dense((t_eval[i] - t) / h, W, Wn, h, Y);
       observe(t_eval[i], Y);
+    }
+    if constexpr (detail::has_step<std::remove_reference_t<Tick>>::value) {
+      tick.step(StepView{t, t_new, W, Wn, [&](double th, Index j, double* y) {
+        out.rhs_evals += scheme.prepare_dense(sys, W, Wn, h);
+        scheme.dense_column(th, j, W, Wn, h, y);
+      }});
     }
     W.swap(Wn);
     scheme.accept();
