@@ -11,7 +11,8 @@ columns of the RHS against a column-by-column NumPy evaluation (O(m*d) per colum
 
 tdflow's current path contracts through Gram blocks: O(m^2 d) time. A size whose time, scaled
 from the last size measured (by (m/m_prev)^2 for an O(m^2 d) path, m/m_prev for an O(m d^l)
-one), would exceed --max-seconds is printed "skipped (estimated N s)".
+one), would make the warm-up and --repeat calls exceed --max-seconds is printed "skipped
+(estimated N s)", N the estimated time of one RHS.
 """
 import argparse
 import inspect
@@ -97,16 +98,17 @@ def main():
         for m in map(int, args.ms.split(",")):
             state = m * D * 8 / 2**20
             if last is not None:
-                estimate = last[1] * (m / last[0]) ** power * (args.repeat + 1)
-                if estimate > args.max_seconds:
-                    rows.append([label, m, f"skipped (estimated {estimate:.0f} s)", "", "", f"{state:.0f} MiB", ""])
+                estimate = last[1] * (m / last[0]) ** power  # one RHS; the child makes repeat + 1 calls
+                if estimate * (args.repeat + 1) > args.max_seconds:
+                    rows.append([label, m, f"skipped (estimated {estimate:.0f} s)", "", "", f"{state:.1f} MiB", ""])
                     continue
             cmd = [sys.executable, __file__, "--child", str(m), str(path), "--repeat", str(args.repeat),
                    "--threads", str(args.threads)]
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            res = json.loads(out.strip().splitlines()[-1])
             last = (m, res["seconds"])
             rows.append([label, m, f"{res['seconds']:.3f} s", f"{res['peak']:.0f} MiB", f"{res['growth']:.0f} MiB",
-                         f"{state:.0f} MiB", f"{res['err']:.1e}"])
+                         f"{state:.1f} MiB", f"{res['err']:.1e}"])
             print(f"{label}, m={m}: {res['seconds']:.3f} s ({res['threads']} threads)", flush=True)
     print(f"One dense RHS, d={D}, order {ORDER}, r={R}; min of {args.repeat} after a warm-up call")
     print(table(rows, ["path", "m", "RHS", "peak RSS", "RSS growth in RHS", "state W", "max rel err (8 cols)"]))
