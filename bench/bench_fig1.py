@@ -1,70 +1,62 @@
 """A whole Figure 1 run: d=10, m=50, 5 directions (ratio 1.2), radius 1e-15, t from 0 to 250.
 
-    python bench/bench_fig1.py [--naive] [--threads N]
+    python bench/bench_fig1.py [--repeat 3] [--naive] [--no-diffrax] [--threads N]
 
-tdflow (RK4 h=0.05, adaptive dopri5 and DOP853, and 5 seeds as one batch) against peers measured
-in this run: hand-written NumPy RK4 (h=0.05), SciPy solve_ivp (RK45 / DOP853 at rtol 1e-8) on
-the NumPy right-hand side, PyTorch RK4 when installed. Every peer's fit times are checked
-against tdflow's before the table is printed.
+tdflow (RK4 h=0.05, adaptive dopri5 and DOP853 at rtol 1e-8, 501 recorded states) against peers
+measured in this run on the same initial state (seed 0, as tdflow's figure1): diffrax Dopri5,
+Dopri8 and Tsit5 under jax.jit (rtol 1e-8, SaveAt 501 times; compile time apart), SciPy
+solve_ivp (RK45 / DOP853 at rtol 1e-8) on the NumPy right-hand side, hand-written NumPy RK4
+(h=0.05), PyTorch RK4 when installed. Each run's answer is checked first (every direction fitted,
+in weight order, at tdflow DOP853's fit times within 1, final loss < 1e-10); the times are the
+minimum of --repeat runs; ratios are against the best peer at equal accuracy.
 """
 import argparse
 
 import numpy as np
 from scipy.integrate import solve_ivp
 
+import peers_jax
 import tdflow
-from common import fit_times, numpy_rhs, numpy_rhs_naive, rk4, table, timed, torch, torch_rhs
+from common import best_run, numpy_rhs, numpy_rhs_naive, rk4, torch, torch_rhs
+from verdict import check, peer_run, report, tdflow_run
 
-D, M, R, T_END, H = 10, 50, 5, 250.0, 0.05
+D, M, R, T_END, H, RTOL = 10, 50, 5, 250.0, 0.05, 1e-8
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=3, help="time-to-solution = min of this many runs")
     p.add_argument("--naive", action="store_true", help="also time the naive NumPy RHS (slow)")
+    p.add_argument("--no-diffrax", action="store_true", help="leave the JAX peers out")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args()
     if args.threads:
         tdflow.set_num_threads(args.threads)
+    n = args.repeat
     a = tdflow.geometric_weights(R, 1.2)
     target = tdflow.Target.orthogonal(D, a)
     U = target.U
     flow = tdflow.GradientFlow(target)
-    W0s = np.stack([tdflow.sphere(D, M, 1e-15, s) for s in range(5)])
-    W0 = W0s[0]
+    W0 = tdflow.sphere(D, M, 1e-15, np.random.default_rng(0))
     t_rec = np.linspace(0, T_END, 501)
-    rows = []
-
-    def row(name, seconds, n_rhs, times, per_seed=True):
-        rows.append([name, seconds, n_rhs, times])
+    runs = []
 
     flow.integrate(W0, (0, 1), method="rk4", h=H)  # warm up
-    tr, s = timed(lambda: flow.integrate(W0, (0, T_END), method="rk4", h=H, t_eval=t_rec))
-    reference_times = tr.fit_times()
-    row("tdflow RK4 h=0.05", s, tr.n_rhs, tr.fit_times())
-    tr, s = timed(lambda: flow.integrate(W0, (0, T_END), method="dopri5", rtol=1e-8, t_eval=t_rec))
-    row("tdflow dopri5 rtol=1e-8", s, tr.n_rhs, tr.fit_times())
-    tr, s = timed(lambda: flow.integrate(W0, (0, T_END), method="dop853", rtol=1e-8, t_eval=t_rec))
-    row("tdflow dop853 rtol=1e-8", s, tr.n_rhs, tr.fit_times())
-    t_ours = s
-    trs, s = timed(lambda: flow.integrate_batch(W0s, (0, T_END), method="dop853", rtol=1e-8, t_eval=t_rec))
-    row("tdflow dop853, 5 seeds batched (per seed)", s / 5, trs[0].n_rhs, trs[0].fit_times())
-    t_batch = s / 5
+    for name, kw in [("tdflow RK4 h=0.05", dict(method="rk4", h=H)),
+                     ("tdflow dopri5 rtol=1e-8", dict(method="dopri5", rtol=RTOL)),
+                     ("tdflow dop853 rtol=1e-8", dict(method="dop853", rtol=RTOL))]:
+        tr, s = best_run(lambda: flow.integrate(W0, (0, T_END), t_eval=t_rec, **kw), n)
+        runs.append(tdflow_run(name, tr, s, repeat=n))
+    reference = runs[-1].fit_times
 
-    n_steps = int(round(T_END / H))
-    record_every = n_steps // 500
+    if args.no_diffrax or not peers_jax.AVAILABLE:
+        print("diffrax: " + ("left out (--no-diffrax)" if args.no_diffrax else peers_jax.SKIPPED))
+    else:
+        for solver in peers_jax.SOLVERS:
+            states, n_rhs, s, comp = peers_jax.solve_timed(U, a, W0, t_rec, solver, RTOL, n)
+            runs.append(peer_run(f"diffrax {solver} jit rtol=1e-8", U, a, states, t_rec, s, n_rhs,
+                                 repeat=n, compile=comp))
 
-    def numpy_rk4(f):
-        W, states = W0.copy(), [W0.copy()]
-        for _ in range(500):
-            W = rk4(f, W, H, record_every)
-            states.append(W)
-        return states
-
-    states, s = timed(lambda: numpy_rk4(lambda W: numpy_rhs(U, a, W)))
-    row("NumPy RK4 h=0.05 (well written)", s, 4 * n_steps, fit_times(U, a, states, t_rec))
-    if args.naive:
-        states, s = timed(lambda: numpy_rk4(lambda W: numpy_rhs_naive(U, a, W)))
-        row("NumPy RK4 h=0.05 (naive)", s, 4 * n_steps, fit_times(U, a, states, t_rec))
     for method in ("RK45", "DOP853"):
         count = [0]
 
@@ -72,30 +64,39 @@ def main():
             count[0] += 1
             return numpy_rhs(U, a, y.reshape(D, M, order="F")).ravel(order="F")
 
-        sol, s = timed(lambda: solve_ivp(f, (0, T_END), W0.ravel(order="F"), method=method,
-                                         rtol=1e-8, atol=1e-30, t_eval=t_rec))
-        states = [sol.y[:, k].reshape(D, M, order="F") for k in range(sol.y.shape[1])]
-        row(f"SciPy solve_ivp {method} rtol=1e-8", s, count[0], fit_times(U, a, states, sol.t))
+        sol, s = best_run(lambda: solve_ivp(f, (0, T_END), W0.ravel(order="F"), method=method,
+                                            rtol=RTOL, atol=1e-30, t_eval=t_rec), n)
+        states = sol.y.T.reshape(-1, M, D).transpose(0, 2, 1)
+        runs.append(peer_run(f"SciPy solve_ivp {method} rtol=1e-8", U, a, states, sol.t, s, count[0] // n, repeat=n))
+
+    n_steps = int(round(T_END / H))
+    every = n_steps // 500
+
+    def rk4_run(f, W):
+        states = [W]
+        for _ in range(500):
+            W = rk4(f, W, H, every)
+            states.append(W)
+        return states
+
+    rhs = [("NumPy RK4 h=0.05 (well written)", lambda W: numpy_rhs(U, a, W))]
+    if args.naive:
+        rhs.append(("NumPy RK4 h=0.05 (naive)", lambda W: numpy_rhs_naive(U, a, W)))
+    for name, f in rhs:
+        states, s = best_run(lambda: rk4_run(f, W0.copy()), n)
+        runs.append(peer_run(name, U, a, states, t_rec, s, 4 * n_steps, repeat=n))
     if torch is not None:
         Ut, at = torch.from_numpy(U.copy()), torch.from_numpy(a)
+        states, s = best_run(lambda: [X.numpy() for X in rk4_run(lambda X: torch_rhs(Ut, at, X),
+                                                                  torch.from_numpy(W0.copy()))], n)
+        runs.append(peer_run("PyTorch CPU RK4 h=0.05", U, a, states, t_rec, s, 4 * n_steps, repeat=n))
+    else:
+        print("PyTorch not installed: skipped")
 
-        def torch_run():
-            W, states = torch.from_numpy(W0.copy()), [W0.copy()]
-            for _ in range(500):
-                W = rk4(lambda X: torch_rhs(Ut, at, X), W, H, record_every)
-                states.append(W.numpy().copy())
-            return states
-
-        states, s = timed(torch_run)
-        row("PyTorch CPU RK4 h=0.05", s, 4 * n_steps, fit_times(U, a, states, t_rec))
-
-    for name, seconds, n_rhs, times in rows:
-        if not np.allclose(times, reference_times, atol=1.0):
-            raise SystemExit(f"{name}: fit times {times} disagree with {reference_times}")
-    out = [[name, f"{seconds:.4f} s", n_rhs, f"{seconds / t_ours:.1f}x", f"{seconds / t_batch:.1f}x",
-            np.array2string(times, precision=1)] for name, seconds, n_rhs, times in rows]
-    print(f"Figure 1 run (d={D}, m={M}, r={R}, t in [0, {T_END}]), tdflow threads: {tdflow.get_num_threads()}")
-    print(table(out, ["method", "wall", "RHS evals", "vs tdflow dop853", "vs tdflow batched", "fit times"]))
+    for run in runs:
+        check(run, a, reference, atol=1.0)
+    report(runs, f"Figure 1 run (d={D}, m={M}, r={R}, t in [0, {T_END}], seed 0), "
+                 f"tdflow threads: {tdflow.get_num_threads()}")
 
 
 if __name__ == "__main__":
