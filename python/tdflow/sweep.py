@@ -337,20 +337,7 @@ class SweepSpec:
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def load_toml(path) -> dict:
-    """Read a TOML file (``tomllib`` on Python >= 3.11, else the ``tomli`` package)."""
-    try:
-        import tomllib  # type: ignore[import-not-found]
-    except ModuleNotFoundError:  # Python < 3.11
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ImportError("reading a TOML spec on Python < 3.11 needs tomli: python -m pip install tomli") from None
-    with open(path, "rb") as fh:
-        try:
-            return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path} is not valid TOML: {err}") from None
+load_toml = io.load_toml  # the spec reader (kept under its old name)
 
 
 def _plain(x):
@@ -835,6 +822,19 @@ def _sigint_ignored():
 
 
 @contextlib.contextmanager
+def _sigint_sets(event: threading.Event):
+    """Inside the block Ctrl-C sets ``event`` instead of raising (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, lambda *_: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
 def _quiet_logs():
     """No log records from Dask while a sweep shuts down after Ctrl-C."""
     import logging
@@ -882,29 +882,21 @@ def _run_on_dask(parsed: SweepSpec, todo: List[Run], out: Path, metas: Dict[str,
                    for run in todo}
         bar = tqdm(total=len(todo), desc=f"sweep {parsed.kind}", unit="run",
                    disable=tqdm_disable(progress))
+        stop = threading.Event()
         try:
-            for fut in distributed.as_completed(futures):
-                run = futures[fut]
-                try:
-                    res = fut.result()
-                except Exception as err:  # the task itself failed (e.g. a worker died)
-                    res = dict(status="error", error=f"{type(err).__name__}: {err}",
-                               traceback=traceback.format_exc(), row={}, arrays={},
-                               wall_time=math.nan, worker="")
-                fut.release()
-                meta = _result_meta(run, res)
-                try:
-                    io.save_npz(_result_path(out, run), res["arrays"], meta, kind=FILE_KIND)
-                except OSError as err:  # disk full: keep the result, go on
-                    if not state["unsaved"]:
-                        _say(verbose, f"tdflow sweep: {err}; finished runs are kept in memory "
-                                      "(SweepResult.unsaved)")
-                    state["unsaved"][run.id] = res
-                metas[run.id] = meta  # only now: an interrupted write leaves the run pending
-                state["done"] += 1
-                bar.update(1)
-                if on_result is not None:
-                    on_result(summary_row(run, metas[run.id]))
+            ready = distributed.as_completed(futures)
+            # Ctrl-C only sets `stop`: a KeyboardInterrupt inside one of Dask's blocking calls
+            # makes its event loop log a traceback (distributed.utils.sync); we stop here instead
+            with _sigint_sets(stop):
+                while not ready.is_empty():
+                    batch = ready.next_batch(block=False)
+                    if not batch:
+                        stop.wait(0.05)
+                    for fut in batch:
+                        _collect(fut, futures[fut], out, metas, state, on_result, verbose)
+                        bar.update(1)
+                    if stop.is_set():
+                        raise KeyboardInterrupt
         finally:
             bar.close()
             pending = [f for f in futures if not f.done()]
@@ -922,6 +914,29 @@ def _run_on_dask(parsed: SweepSpec, todo: List[Run], out: Path, metas: Dict[str,
                 own_client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _collect(fut, run: Run, out: Path, metas, state: dict, on_result, verbose) -> None:
+    """Write the result of a finished run (or keep it in ``state["unsaved"]``)."""
+    try:
+        res = fut.result()
+    except Exception as err:  # the task itself failed (e.g. a worker died)
+        res = dict(status="error", error=f"{type(err).__name__}: {err}",
+                   traceback=traceback.format_exc(), row={}, arrays={}, wall_time=math.nan,
+                   worker="")
+    fut.release()
+    meta = _result_meta(run, res)
+    try:
+        io.save_npz(_result_path(out, run), res["arrays"], meta, kind=FILE_KIND)
+    except OSError as err:  # disk full: keep the result, go on
+        if not state["unsaved"]:
+            _say(verbose, f"tdflow sweep: {err}; finished runs are kept in memory "
+                          "(SweepResult.unsaved)")
+        state["unsaved"][run.id] = res
+    metas[run.id] = meta
+    state["done"] += 1
+    if on_result is not None:
+        on_result(summary_row(run, meta))
 
 
 def _silence_worker_logs() -> None:
