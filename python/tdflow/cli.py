@@ -119,24 +119,18 @@ PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geo", span=30.0, seed=0, orde
 
 
 def _read_toml(path) -> dict:
+    from . import io
+
     try:
-        import tomllib  # Python >= 3.11
-    except ImportError:  # pragma: no cover - Python 3.9/3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ImportError("reading a TOML file on Python < 3.11 needs the 'tomli' package: "
-                              "python -m pip install tomli") from None
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        data = io.load_toml(path, "--config")
     except OSError as err:
         raise ValueError(f"cannot read the config file {path}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from None
     unknown = sorted(set(data) - {"schedule", "problem"})
     if unknown:
         raise ValueError(f"{path}: unknown tables {unknown}; expected [schedule] and [problem]")
+    for table in ("schedule", "problem"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ValueError(f"{path}: {table} must be a table ([{table}]), got {data[table]!r}")
     problem = data.get("problem", {})
     bad = sorted(set(problem) - set(PROBLEM_DEFAULTS))
     if bad:
@@ -144,13 +138,31 @@ def _read_toml(path) -> dict:
     return data
 
 
+PROBLEM_CHOICES = dict(spectrum=("geo", "pow", "uniform"), target=("basis", "rotation"),
+                       method=STEPPERS)
+
+
+def _problem(prob: dict) -> dict:
+    """The [problem] values (from --config or flags), each checked with its name."""
+    from ._checks import choice, positive_int, real_number
+
+    out = {}
+    for key, default in PROBLEM_DEFAULTS.items():
+        v = prob[key]
+        if key in PROBLEM_CHOICES:
+            out[key] = choice(v, key, PROBLEM_CHOICES[key])
+        elif isinstance(default, int):
+            out[key] = positive_int(v, key, minimum=0 if key == "seed" else 1)
+        else:
+            out[key] = real_number(v, key, minimum=1.0 if key == "span" else 0.0)
+    return out
+
+
 def _weights(kind: str, r: int, span: float):
     import math
 
     from .target import geometric_weights, power_law_weights, uniform_weights
 
-    if span < 1:
-        raise ValueError(f"span must be >= 1, got {span}")
     if kind == "geo":
         return geometric_weights(r, span ** (1.0 / max(r - 1, 1)))
     if kind == "pow":
@@ -173,6 +185,7 @@ def _deflate(args) -> int:
     for key in PROBLEM_DEFAULTS:
         if getattr(args, key) is not None:
             prob[key] = getattr(args, key)
+    prob = _problem(prob)
     sched = dict(config.get("schedule", {}))
     for name, _, _ in SCHEDULE_OPTIONS:
         if getattr(args, name) is not None:
@@ -184,10 +197,8 @@ def _deflate(args) -> int:
     a = _weights(prob["spectrum"], prob["r"], prob["span"])
     if prob["target"] == "basis":
         target = Target.orthogonal(prob["d"], a, order=prob["order"])
-    elif prob["target"] == "rotation":
-        target = Target.random_rotation(prob["d"], a, rng=prob["seed"] + 10_000, order=prob["order"])
     else:
-        raise ValueError(f"target must be 'basis' or 'rotation', got {prob['target']!r}")
+        target = Target.random_rotation(prob["d"], a, rng=prob["seed"] + 10_000, order=prob["order"])
     out = _writable(io.npz_path(args.out, "--out"), "--out")
     res = deflate(target, prob["m"], schedule, prob["seed"], method=prob["method"],
                   rtol=prob["rtol"], n_records=prob["n_records"], checkpoint=out,

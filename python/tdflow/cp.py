@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._checks import order_arg, real_array, real_number
+from ._checks import order_arg, real_array, real_number, show
 
 _DENSE_LIMIT = 10_000_000  # entries; dense() is a testing aid for small d
 
@@ -94,11 +94,11 @@ class CPTensor:
 
     def _check_compatible(self, other):
         if not isinstance(other, CPTensor):
-            raise TypeError(f"expected a CPTensor, got {type(other).__name__}")
+            raise TypeError(f"other must be a tdflow.CPTensor, got {show(other)}")
         if other.order != self.order or other.dim != self.dim:
             raise ValueError(
-                f"tensors differ: order {self.order} vs {other.order}, d {self.dim} vs {other.dim}"
-            )
+                f"other must have this tensor's order {self.order} and dimension d = {self.dim}, "
+                f"got order {other.order}, d = {other.dim}")
 
     def __add__(self, other: "CPTensor") -> "CPTensor":
         self._check_compatible(other)

@@ -41,7 +41,7 @@ def path_arg(path, name: str = "path") -> Path:
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {type(path).__name__}")
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(path).__name__}")
     out = Path(path)
     if not out.name:
         raise ValueError(f"{name} must name a file, got {str(path)!r}")
@@ -227,6 +227,8 @@ def save_npz(path, arrays: Mapping[str, Any], meta: Mapping[str, Any] | None = N
     """Write ``arrays`` (name -> array) and JSON-able ``meta`` to ``npz_path(path)`` atomically;
     returns the path written."""
     path = npz_path(path)
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"kind must be a non-empty string, got {kind!r}")
     payload = plain_arrays(arrays)
     if "__meta__" in payload:
         raise ValueError("'__meta__' is a reserved array name")
@@ -306,3 +308,29 @@ def file_kind(path) -> str:
     """The kind of result (``"deflation"``, ``"figure1"``, ...) in a tdflow file, after checking
     the whole file as :func:`load_npz` does."""
     return str(_read(npz_path(path))[1].get("kind"))
+
+
+def load_toml(path, name: str = "path") -> dict:
+    """Read a TOML file (``tomllib`` on Python >= 3.11, else the ``tomli`` package).
+
+    ``FileNotFoundError`` for a missing file; ``ValueError`` naming the file for one that is not
+    UTF-8 TOML (truncated, damaged, binary).
+    """
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ModuleNotFoundError:  # Python < 3.11
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ImportError("reading TOML on Python < 3.11 needs tomli: "
+                              "python -m pip install tomli") from None
+    path = path_arg(path, name)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a TOML file (not UTF-8 text: {err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from None
+

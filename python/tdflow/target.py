@@ -12,22 +12,30 @@ def geometric_weights(r: int, ratio: float = 1.2, *, normalize: bool = True) -> 
     else ``a_1 = 1``."""
     r = positive_int(r, "r")
     ratio = real_number(ratio, "ratio", minimum=0.0, strict=True)
-    a = ratio ** -np.arange(r, dtype=float)
-    return a / a.sum() if normalize else a
+    return _spectrum(lambda: ratio ** -np.arange(r, dtype=float), f"ratio = {ratio:g}", normalize)
 
 
 def power_law_weights(r: int, exponent: float = 1.0, *, normalize: bool = True) -> np.ndarray:
     """Weights ``a_i ∝ i^{-exponent}`` (i = 1..r), largest first."""
     r = positive_int(r, "r")
     exponent = real_number(exponent, "exponent")
-    a = np.arange(1, r + 1, dtype=float) ** -exponent
+    return _spectrum(lambda: np.arange(1, r + 1, dtype=float) ** -exponent,
+                     f"exponent = {exponent:g}", normalize)
+
+
+def _spectrum(make, what: str, normalize) -> np.ndarray:
+    normalize = flag(normalize, "normalize")
+    with np.errstate(over="ignore", under="ignore"):
+        a = make()
+    if not (np.all(np.isfinite(a)) and a.max() > 0):
+        raise ValueError(f"{what} takes the weights out of floating-point range (got {a})")
     return a / a.sum() if normalize else a
 
 
 def uniform_weights(r: int, *, normalize: bool = True) -> np.ndarray:
     """Equal weights (``1/r`` each when ``normalize``, else 1)."""
     r = positive_int(r, "r")
-    return np.full(r, 1.0 / r if normalize else 1.0)
+    return np.full(r, 1.0 / r if flag(normalize, "normalize") else 1.0)
 
 
 def _weights_arg(a, d: int | None = None) -> np.ndarray:
