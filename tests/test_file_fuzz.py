@@ -58,6 +58,21 @@ def _flip(data: bytes, bit: int) -> bytes:
     return bytes(b)
 
 
+def _damage(data, good: bytes, kinds=("truncate", "flip", "flips", "garbage"), garbage=64) -> bytes:
+    """``good`` truncated, with one or more flipped bits, or with a byte replaced by garbage."""
+    kind = data.draw(st.sampled_from(kinds))
+    if kind == "truncate":
+        return good[: data.draw(st.integers(0, len(good) - 1))]
+    if kind == "flip":
+        return _flip(good, data.draw(st.integers(0, 8 * len(good) - 1)))
+    if kind == "flips":
+        for bit in data.draw(st.lists(st.integers(0, 8 * len(good) - 1), min_size=2, max_size=20)):
+            good = _flip(good, bit)
+        return good
+    at = data.draw(st.integers(0, len(good) - 1))
+    return good[:at] + data.draw(st.binary(min_size=1, max_size=garbage)) + good[at + 1:]
+
+
 # -- results (io.load_npz): exhaustive on a tiny file ---------------------------------------------
 
 
@@ -100,19 +115,7 @@ def test_every_truncation_and_a_flip_in_every_byte_of_a_small_file(files, tmp_pa
 @FUZZ
 @given(data=st.data())
 def test_damaged_checkpoints(files, tmp_path, run, data):
-    ck = files[0]
-    kind = data.draw(st.sampled_from(["truncate", "flip", "flips", "garbage"]))
-    if kind == "truncate":
-        bad = ck[: data.draw(st.integers(0, len(ck) - 1))]
-    elif kind == "flip":
-        bad = _flip(ck, data.draw(st.integers(0, 8 * len(ck) - 1)))
-    elif kind == "flips":
-        bad = ck
-        for bit in data.draw(st.lists(st.integers(0, 8 * len(ck) - 1), min_size=2, max_size=20)):
-            bad = _flip(bad, bit)
-    else:
-        at = data.draw(st.integers(0, len(ck) - 1))
-        bad = ck[:at] + data.draw(st.binary(min_size=1, max_size=64)) + ck[at + 1:]
+    bad = _damage(data, files[0])
     path = tmp_path / "ck.npz"
     path.write_bytes(bad)
     try:
@@ -221,10 +224,7 @@ def run_file(tmp_path_factory):
 def test_damaged_sweep_run_files_are_run_again(tmp_path, run_file, data):
     r, meta0, good = run_file
     path = tmp_path / "r.npz"
-    kind = data.draw(st.sampled_from(["truncate", "flip"]))
-    bad = good[: data.draw(st.integers(0, len(good) - 1))] if kind == "truncate" else \
-        _flip(good, data.draw(st.integers(0, 8 * len(good) - 1)))
-    path.write_bytes(bad)
+    path.write_bytes(_damage(data, good, ("truncate", "flip")))
     damaged = []
     meta = _read_result(path, r, damaged)
     if meta is None:
@@ -288,16 +288,8 @@ max_epochs = 3
 def test_damaged_toml(tmp_path, data):
     which = data.draw(st.sampled_from(["spec", "config"]))
     good = SPEC_TOML if which == "spec" else CONFIG_TOML
-    kind = data.draw(st.sampled_from(["truncate", "flip", "bytes"]))
-    if kind == "truncate":
-        bad = good[: data.draw(st.integers(0, len(good) - 1))]
-    elif kind == "flip":
-        bad = _flip(good, data.draw(st.integers(0, 8 * len(good) - 1)))
-    else:
-        at = data.draw(st.integers(0, len(good) - 1))
-        bad = good[:at] + data.draw(st.binary(min_size=1, max_size=8)) + good[at + 1:]
     path = tmp_path / "f.toml"
-    path.write_bytes(bad)
+    path.write_bytes(_damage(data, good, ("truncate", "flip", "garbage"), garbage=8))
     try:
         if which == "spec":
             parsed = parse_spec(path)
@@ -330,12 +322,8 @@ def test_damaged_config_through_the_cli(tmp_path, capsys):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_tdflow_plot_on_damaged_files(files, tmp_path, capsys, data):
-    ck = files[0]
-    cut = data.draw(st.booleans())
-    bad = ck[: data.draw(st.integers(0, len(ck) - 1))] if cut else \
-        _flip(ck, data.draw(st.integers(0, 8 * len(ck) - 1)))
     path = tmp_path / "p.npz"
-    path.write_bytes(bad)
+    path.write_bytes(_damage(data, files[0], ("truncate", "flip")))
     rc = cli.main(["plot", str(path)])
     err = capsys.readouterr().err
     if rc == 0:  # intact contents: the figure is drawn
