@@ -230,6 +230,8 @@ def test_messages_show_the_value_and_what_is_allowed():
         sweep(SPEC, NOWHERE)
     with pytest.raises(OSError, match="checkpoint: cannot write to the folder /dev/null/tdflow"):
         deflate(T, 4, SMALL, checkpoint=NOWHERE + "/run")
+    with pytest.raises(FileNotFoundError, match="spec: cannot read /tdflow-no-such.toml"):
+        sweep("/tdflow-no-such.toml")
 
 
 def test_float32_unit_columns_are_accepted():

@@ -121,10 +121,7 @@ PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geo", span=30.0, seed=0, orde
 def _read_toml(path) -> dict:
     from . import io
 
-    try:
-        data = io.load_toml(path, "--config")
-    except OSError as err:
-        raise ValueError(f"cannot read the config file {path}: {err}") from None
+    data = io.load_toml(path, "--config")  # a missing file: OSError naming --config
     unknown = sorted(set(data) - {"schedule", "problem"})
     if unknown:
         raise ValueError(f"{path}: unknown tables {unknown}; expected [schedule] and [problem]")

@@ -325,8 +325,11 @@ def load_toml(path, name: str = "path") -> dict:
             raise ImportError("reading TOML on Python < 3.11 needs tomli: "
                               "python -m pip install tomli") from None
     path = path_arg(path, name)
-    with open(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as err:
+        raise _oserror(err, f"{name}: cannot read {path}") from None
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:

@@ -18,6 +18,9 @@ seed. Re-running a sweep skips the runs whose result file exists, is readable an
 ``status = "ok"``; runs recorded as errors, and unreadable (e.g. truncated) files, are run again.
 A run that raises is recorded as an error and does not stop the others; a killed sweep loses
 nothing that had finished. A run is reproducible from its kind, parameters and seed alone.
+One sweep at a time works in a folder (``OUT/.lock``; a second one is refused with the first's
+pid). Ctrl-C writes the summary and says "interrupted, N runs kept" (the workers print nothing);
+results that cannot be written (disk full) are kept in ``SweepResult.unsaved``.
 
 Spec format (TOML, or the same structure as a dict)
 ---------------------------------------------------
@@ -398,7 +401,7 @@ SPEC_KEYS = ("kind", "seeds", "threads", "fixed", "grid", "runs", "name")
 def parse_spec(spec: Union[Mapping[str, Any], str, os.PathLike]) -> SweepSpec:
     """Expand a spec (a dict, or the path of a TOML file) into its runs; see the module docstring."""
     if isinstance(spec, (str, os.PathLike)):
-        spec = load_toml(spec)
+        spec = load_toml(spec, "spec")
     if not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a dict or the path of a TOML file, got {type(spec).__name__}")
     unknown = sorted(set(spec) - set(SPEC_KEYS))
