@@ -8,6 +8,7 @@ import os
 import pickle
 import stat
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ import pytest
 import tdflow
 from tdflow import cli, io
 from tdflow.deflation import DeflationResult, Schedule, deflate
+from tdflow.figure1 import run_figure1
+from tdflow.sweep import SweepResult
 
 TARGET = tdflow.Target.orthogonal(6, [0.6, 0.4])
 
@@ -120,6 +123,9 @@ def test_results_pickle(rng):
         tdflow.lazy_fit(TARGET, tdflow.sphere(6, 3, 1.0, rng)),
         tdflow.lazy_sweep(tdflow.Target.orthogonal(3, [1.0], order=3), [2, 3], 0),
         tdflow.run_comparison(d=4, r=1, ms=[2], methods=["power", "lazy"]),
+        tdflow.BeyondLazy(tdflow.Target.random_unit(5, [1.0], 0, order=3), 3).init_state(0),
+        run_figure1(seeds=[0], t_end=1.0, progress=False),
+        SweepResult(Path("out"), [{"id": "x", "status": "ok"}], 1, 0, 0, 0, [Path("s.csv")], 0.1),
     ]
     for res in results:
         back = pickle.loads(pickle.dumps(res))
