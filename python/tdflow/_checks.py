@@ -1,19 +1,38 @@
-"""Argument checks shared by the public API: each names the argument and the expected shape."""
+"""Argument checks shared by the public API.
+
+Each public entry point converts its arguments once, with these helpers, and a bad argument is a
+``TypeError`` (wrong type) or ``ValueError`` (wrong value) whose message names the argument, shows
+the value given and says what is allowed.
+"""
 from __future__ import annotations
 
 import numbers
+import os
+from typing import Optional, Sequence
 
 import numpy as np
+
+C_INT_MAX = 2**31 - 1  # the compiled core takes orders and counts as C ints
+
+
+def show(x) -> str:
+    """A short description of a value for an error message: its repr (cut) and its type."""
+    text = repr(x)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(x).__name__})"
 
 
 def real_array(x, name: str, ndim: int, shape: tuple | None = None, *, order: str = "F") -> np.ndarray:
     """``x`` as a finite float64 array with ``ndim`` dimensions (``shape`` entries of None: any)."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be an array of real numbers, got {show(x)}")
     try:
         arr = np.asarray(x)
     except Exception as err:  # e.g. ragged nested lists
         raise TypeError(f"{name} must be an array of real numbers: {err}") from None
     if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must hold real numbers (float, int or bool), got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     if shape is not None:
@@ -23,40 +42,76 @@ def real_array(x, name: str, ndim: int, shape: tuple | None = None, *, order: st
                 expected += "," if len(shape) == 1 else ""
                 raise ValueError(f"{name} must have shape ({expected}), got {arr.shape}")
     arr = np.asarray(arr, dtype=np.float64, order=order)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"{name} contains NaN or Inf ({arr[where]} at index {where}); it must be finite")
     return arr
 
 
-def positive_int(x, name: str, minimum: int = 1) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+def positive_int(x, name: str, minimum: int = 1, maximum: Optional[int] = None) -> int:
+    """An integer ``>= minimum`` (and ``<= maximum``); bools and floats are refused."""
+    bounds = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an integer {bounds}, got {show(x)}")
+    if x < minimum or (maximum is not None and x > maximum):
+        raise ValueError(f"{name} must be {bounds}, got {int(x)}")
     return int(x)
 
 
-def real_number(x, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+def real_number(x, name: str, *, minimum: float | None = None, strict: bool = False,
+                maximum: float | None = None, strict_max: bool = False) -> float:
+    """A finite real number within the bounds (``strict``: the bound itself is excluded)."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {show(x)}")
     x = float(x)
+    low = "" if minimum is None else f"{'>' if strict else '>='} {minimum:g}"
+    high = "" if maximum is None else f"{'<' if strict_max else '<='} {maximum:g}"
+    bounds = " and ".join(b for b in (low, high) if b)
     if not np.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {x}")
-    if minimum is not None and (x <= minimum if strict else x < minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {x}")
+        raise ValueError(f"{name} must be finite{' and ' + bounds if bounds else ''}, got {x}")
+    if (minimum is not None and (x <= minimum if strict else x < minimum)) or \
+            (maximum is not None and (x >= maximum if strict_max else x > maximum)):
+        raise ValueError(f"{name} must be {bounds}, got {x:g}")
+    return x
+
+
+def flag(x, name: str) -> bool:
+    """A bool (or NumPy bool); ``1``, ``"yes"`` and arrays are refused."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {show(x)}")
+    return bool(x)
+
+
+def choice(x, name: str, allowed: Sequence[str]) -> str:
+    """One of the strings ``allowed``."""
+    if not isinstance(x, str) or x not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {show(x)}")
     return x
 
 
 def order_arg(order) -> int:
-    return positive_int(order, "order", minimum=3)
+    """A tensor order ``l`` (``3 <= l``, a C int for the core)."""
+    return positive_int(order, "order", minimum=3, maximum=C_INT_MAX)
 
 
-def generator(rng) -> np.random.Generator:
-    """A numpy Generator from a Generator or an integer seed (a run is reproducible from its seed)."""
+def generator(rng, name: str = "rng") -> np.random.Generator:
+    """A numpy Generator from a Generator, a non-negative integer seed, a ``SeedSequence`` or a
+    ``BitGenerator`` (a run is reproducible from its seed)."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+    if isinstance(rng, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(rng)
+    allowed = "a numpy.random.Generator or an integer seed >= 0"
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"{name} must be {allowed}, got {int(rng)}")
         return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"rng must be a numpy.random.Generator or an integer seed, got {type(rng).__name__}"
-    )
+    raise TypeError(f"{name} must be {allowed}, got {show(rng)}")
+
+
+def path_like(x, name: str) -> str:
+    """A file or folder path (``str`` or ``os.PathLike``)."""
+    if not isinstance(x, (str, os.PathLike)) or not os.fspath(x):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {show(x)}")
+    return os.fspath(x)

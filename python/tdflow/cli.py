@@ -3,10 +3,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .flow import METHODS as STEPPERS
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default, except where there is none to show (flags,
+    options whose default comes from elsewhere and says so in its help)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _writable(path, name: str) -> Path:
+    """Check an output path before any work (a read-only folder fails now, not after the run)."""
+    from . import io
+
+    return io.check_writable(path, name)
+
+
+def _save(save: Callable[[Path], Path], path: Path) -> Path:
+    """Write a finished result; when its place cannot be written (disk full, folder gone), write
+    it to a new temporary folder instead and say where, so that the work is not lost."""
+    try:
+        return save(path)
+    except OSError as err:
+        saved = save(Path(tempfile.mkdtemp(prefix="tdflow-")) / path.name)
+        print(f"tdflow: {err}; the result was written to {saved} instead", file=sys.stderr)
+        return saved
 
 
 def _fig1(args) -> int:
@@ -16,18 +45,19 @@ def _fig1(args) -> int:
     if args.threads:
         set_num_threads(args.threads)
     out = Path(args.out)
+    _writable(out / "fig1.npz", "--out")
     result = run_figure1(
         seeds=range(args.seed0, args.seed0 + args.seeds), d=args.d, m=args.m, r=args.r,
         ratio=args.ratio, radius=args.radius, lam=args.lam, t_end=args.t_end, method=args.method,
         h=args.h, rtol=args.rtol, progress=False if args.quiet else None,
     )
-    npz = result.save(out / "fig1.npz")
+    npz = _save(result.save, out / "fig1.npz")
     print(result.summary())
     print(f"arrays: {npz}")
     if not args.no_plot:
         from .plot import plot_figure1
 
-        png = out / "fig1.png"
+        png = npz.parent / "fig1.png"
         plot_figure1(result, png)
         print(f"figure: {png}")
     return 0
@@ -39,13 +69,14 @@ def _linear(args) -> int:
     from .linear_examples import plot_linear_comparison, run_linear_comparison
 
     out = Path(args.out)
+    _writable(out / "linear.npz", "--out")
     result = run_linear_comparison(rng=args.seed, rtol=args.rtol, rk4_h=args.rk4_h,
                                    progress=False if args.quiet else None)
     print(result.summary())
-    npz = result.save(out / "linear.npz")
+    npz = _save(result.save, out / "linear.npz")
     print(f"arrays: {npz}")
     if not args.no_plot:
-        png = out / "linear.png"
+        png = npz.parent / "linear.png"
         plot_linear_comparison(result, png)
         print(f"figure: {png}")
     return 0 if result.holds() else 1
@@ -70,7 +101,7 @@ def _linear_three_layer(args) -> int:
 
 def _add_linear_parsers(sub) -> None:
     p = sub.add_parser("linear", help="deep linear models: convergence-rate bounds against observed rates",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_Help,
                        description="Without a subcommand: the table of rate bounds against "
                        "observed rates. 'tdflow linear three-layer --help': the three-layer "
                        "experiment of Min, Vidal, Mallada 2023.")
@@ -86,7 +117,7 @@ def _add_linear_parsers(sub) -> None:
     from .linear_three_layer import DEFAULTS as TL
 
     lsub = p.add_subparsers(dest="linear_command", metavar="{three-layer}")
-    q = lsub.add_parser("three-layer", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    q = lsub.add_parser("three-layer", formatter_class=_Help,
                         help="Min, Vidal, Mallada 2023, Fig. 1 (left): Theorem 2's rate bound "
                         "Delta*(D21, D23) against observed rates, NTK / Fan-in / Fan-out",
                         description="Draws the three-layer initialisations of Min, Vidal, Mallada "
@@ -118,6 +149,8 @@ def _compare(args) -> int:
 
     if args.threads:
         set_num_threads(args.threads)
+    if args.plot:
+        _writable(args.plot, "--plot")
     result = run_comparison(
         d=args.d, r=args.r, order=args.order, ms=args.ms, seed=args.seed, methods=args.methods,
         t_end=args.t_end, radius=args.radius, epochs=args.epochs, steps=args.steps,
@@ -155,7 +188,7 @@ SCHEDULE_OPTIONS = (
     ("c_rho", float, "Definition 2: rho_i = c_rho Gamma_i"),
     ("max_epochs", int, "maximum number of epochs"),
     ("max_time", float, "maximum simulated time"),
-    ("fit_tol", _fit_tol, "fitted when a_i - a_hat_i <= tol: 'paper' (2 lam, default), "
+    ("fit_tol", _fit_tol, "fitted when a_i - a_hat_i <= tol: 'paper' (2 lam), "
      "'eps-floor' (max(2 lam, eps)) or a number"),
     ("margin", float, "escape-time labels of re-drawn columns: near-tie factor"),
 )
@@ -164,24 +197,15 @@ PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geo", span=30.0, seed=0, orde
 
 
 def _read_toml(path) -> dict:
-    try:
-        import tomllib  # Python >= 3.11
-    except ImportError:  # pragma: no cover - Python 3.9/3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ImportError("reading a TOML file on Python < 3.11 needs the 'tomli' package: "
-                              "python -m pip install tomli") from None
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as err:
-        raise ValueError(f"cannot read the config file {path}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from None
+    from . import io
+
+    data = io.load_toml(path, "--config")  # a missing file: OSError naming --config
     unknown = sorted(set(data) - {"schedule", "problem"})
     if unknown:
         raise ValueError(f"{path}: unknown tables {unknown}; expected [schedule] and [problem]")
+    for table in ("schedule", "problem"):
+        if not isinstance(data.get(table, {}), dict):
+            raise ValueError(f"{path}: {table} must be a table ([{table}]), got {data[table]!r}")
     problem = data.get("problem", {})
     bad = sorted(set(problem) - set(PROBLEM_DEFAULTS))
     if bad:
@@ -189,13 +213,31 @@ def _read_toml(path) -> dict:
     return data
 
 
+PROBLEM_CHOICES = dict(spectrum=("geo", "pow", "uniform"), target=("basis", "rotation"),
+                       method=STEPPERS)
+
+
+def _problem(prob: dict) -> dict:
+    """The [problem] values (from --config or flags), each checked with its name."""
+    from ._checks import choice, positive_int, real_number
+
+    out = {}
+    for key, default in PROBLEM_DEFAULTS.items():
+        v = prob[key]
+        if key in PROBLEM_CHOICES:
+            out[key] = choice(v, key, PROBLEM_CHOICES[key])
+        elif isinstance(default, int):
+            out[key] = positive_int(v, key, minimum=0 if key == "seed" else 1)
+        else:
+            out[key] = real_number(v, key, minimum=1.0 if key == "span" else 0.0)
+    return out
+
+
 def _weights(kind: str, r: int, span: float):
     import math
 
     from .target import geometric_weights, power_law_weights, uniform_weights
 
-    if span < 1:
-        raise ValueError(f"span must be >= 1, got {span}")
     if kind == "geo":
         return geometric_weights(r, span ** (1.0 / max(r - 1, 1)))
     if kind == "pow":
@@ -206,6 +248,7 @@ def _weights(kind: str, r: int, span: float):
 
 
 def _deflate(args) -> int:
+    from . import io
     from .deflation import Schedule, deflate
     from .target import Target
     from .threads import set_num_threads
@@ -217,6 +260,7 @@ def _deflate(args) -> int:
     for key in PROBLEM_DEFAULTS:
         if getattr(args, key) is not None:
             prob[key] = getattr(args, key)
+    prob = _problem(prob)
     sched = dict(config.get("schedule", {}))
     for name, _, _ in SCHEDULE_OPTIONS:
         if getattr(args, name) is not None:
@@ -228,37 +272,27 @@ def _deflate(args) -> int:
     a = _weights(prob["spectrum"], prob["r"], prob["span"])
     if prob["target"] == "basis":
         target = Target.orthogonal(prob["d"], a, order=prob["order"])
-    elif prob["target"] == "rotation":
-        target = Target.random_rotation(prob["d"], a, rng=prob["seed"] + 10_000, order=prob["order"])
     else:
-        raise ValueError(f"target must be 'basis' or 'rotation', got {prob['target']!r}")
-    out = Path(args.out)
+        target = Target.random_rotation(prob["d"], a, rng=prob["seed"] + 10_000, order=prob["order"])
+    out = _writable(io.npz_path(args.out, "--out"), "--out")
     res = deflate(target, prob["m"], schedule, prob["seed"], method=prob["method"],
                   rtol=prob["rtol"], n_records=prob["n_records"], checkpoint=out,
                   checkpoint_every=args.checkpoint_every, resume=args.resume,
                   progress=False if args.quiet else None)
     print(res.summary())
-    print(f"result: {out}")
+    print(f"result: {_save(res.save, out)}")
     return 0 if res.status == "recovered" else 1
 
 
 def _plot(args) -> int:
-    import json
-
-    import numpy as np
-
     from . import io
 
-    path = Path(args.result)
+    path = io.npz_path(args.result, "result")
     if not path.exists():
         raise ValueError(f"no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            kind = json.loads(str(data["__meta__"])).get("kind") if "__meta__" in data.files else None
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable tdflow result file: {err}") from None
+    kind = io.file_kind(path)  # a damaged file is a ValueError naming it
     out = Path(args.out) if args.out else path.parent
-    png = out / (path.stem + ".png")
+    png = _writable(out / (path.name[: -len(io.SUFFIX)] + ".png"), "--out")
     if kind == "deflation":
         from .deflation import DeflationResult
         from .plot import plot_deflation
@@ -270,49 +304,55 @@ def _plot(args) -> int:
 
         plot_figure1(Figure1Result.load(path), png)
     else:
-        io.load_npz(path, kind="deflation")  # raises the precise error
-        raise ValueError(f"{path}: nothing to plot")  # pragma: no cover
+        raise ValueError(f"{path} holds a {kind!r} result; tdflow plot draws 'deflation' "
+                         "(tdflow deflate) and 'figure1' (tdflow fig1) results")
     print(f"figure: {png}")
     return 0
 
 
 def _add_deflate_parsers(sub) -> None:
     p = sub.add_parser("deflate", help="run Algorithm 2 of the deflation paper (epochs + re-draws)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=_Help,
                        description="Algorithm 2 (Ge et al. 2021) on an orthogonal target. Options "
                        "left out come from --config (TOML tables [problem] and [schedule]), then "
                        "from the defaults (tdflow.Schedule()). Exit status 0 when recovered, 1 "
                        "when the run stopped otherwise, 2 on bad input.")
     p.add_argument("--config", help="TOML file with [problem] and [schedule] tables")
     p.add_argument("--out", default="deflation.npz",
-                   help="result file, also the checkpoint (written atomically after every epoch)")
+                   help="result file, also the checkpoint (written atomically after every epoch; "
+                   ".npz is appended unless the name ends with it)")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints")
     p.add_argument("--theory", action="store_true",
                    help="Schedule.theory(d, eps, m) (Theorem 1, constants = 1; --c1 etc. override "
                    "them) instead of tdflow's practical defaults")
-    g = p.add_argument_group("problem (defaults: " + ", ".join(f"{k}={v}" for k, v in PROBLEM_DEFAULTS.items()) + ")")
-    g.add_argument("--d", type=int, help="dimension")
-    g.add_argument("--r", type=int, help="number of target directions")
-    g.add_argument("--m", type=int, help="number of columns")
-    g.add_argument("--spectrum", choices=("geo", "pow", "uniform"), help="weight spectrum (sum 1)")
-    g.add_argument("--span", type=float, help="a_max / a_min of the spectrum")
-    g.add_argument("--target", choices=("basis", "rotation"), help="orthogonal target frame")
-    g.add_argument("--order", type=int, help="tensor order l")
-    g.add_argument("--seed", type=int, help="random seed of the run")
-    g.add_argument("--method", choices=STEPPERS, help="integrator")
-    g.add_argument("--rtol", type=float, help="relative tolerance of the adaptive methods")
-    g.add_argument("--n-records", type=int, help="recording times per phase")
-    g = p.add_argument_group("schedule (defaults: tdflow.Schedule())")
+    g = p.add_argument_group("problem (each default is overridden by [problem] in --config)")
+    for name, kw, text in (
+            ("d", dict(type=int), "dimension"), ("r", dict(type=int), "number of target directions"),
+            ("m", dict(type=int), "number of columns"),
+            ("spectrum", dict(choices=("geo", "pow", "uniform")), "weight spectrum (sum 1)"),
+            ("span", dict(type=float), "a_max / a_min of the spectrum"),
+            ("target", dict(choices=("basis", "rotation")), "orthogonal target frame"),
+            ("order", dict(type=int), "tensor order l"), ("seed", dict(type=int), "random seed of the run"),
+            ("method", dict(choices=STEPPERS), "integrator"),
+            ("rtol", dict(type=float), "relative tolerance of the adaptive methods"),
+            ("n_records", dict(type=int), "recording times per phase")):
+        g.add_argument("--" + name.replace("_", "-"), dest=name, **kw,
+                       help=f"{text} (default: {PROBLEM_DEFAULTS[name]})")
+    g = p.add_argument_group("schedule (each default is overridden by [schedule] in --config; "
+                             "--theory: Theorem 1's values)")
+    defaults = _schedule_defaults()
     for name, typ, text in SCHEDULE_OPTIONS:
-        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, help=text)
-    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: default)")
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ,
+                       help=f"{text} (default: {defaults[name]})")
+    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: the OpenMP default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_deflate)
 
-    p = sub.add_parser("plot", help="figures of a saved result (deflation or fig1)")
+    p = sub.add_parser("plot", help="figures of a saved result (deflation or fig1)",
+                       formatter_class=_Help)
     p.add_argument("result", help="a .npz written by tdflow deflate / tdflow fig1")
-    p.add_argument("--out", help="output folder (default: next to the result)")
+    p.add_argument("--out", help="output folder (default: the result's folder)")
     p.set_defaults(func=_plot)
 
 
@@ -323,20 +363,30 @@ def _sweep(args) -> int:
         result = sweep(args.spec, args.out, scheduler=args.scheduler, workers=args.workers,
                        max_runs=args.max_runs, dashboard=not args.no_dashboard,
                        progress=False if args.quiet else None)
-    except KeyboardInterrupt:
-        print("tdflow sweep: interrupted; finished runs are kept, run the same command to resume",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # sweep() said "interrupted, N runs kept"
         return 130
     print(result.report())
     return 1 if result.errors else 0
 
 
+def _schedule_defaults() -> dict:
+    from .deflation import Schedule
+
+    out = Schedule().to_dict()
+    out["max_time"] = "none" if out["max_time"] is None else out["max_time"]
+    out["fit_tol"] = "paper" if out["fit_tol"] is None else out["fit_tol"]
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tdflow", description=__doc__)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="tdflow", description=__doc__, formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fig1", help="reproduce Figure 1 of the deflation paper (Ge et al. 2021)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--out", default="fig1", help="output folder for fig1.png and fig1.npz")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds")
     p.add_argument("--seed0", type=int, default=0, help="first seed")
@@ -350,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=STEPPERS, default="rk4")
     p.add_argument("--h", type=float, default=0.05, help="step (fixed-step methods)")
     p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (dopri5, dop853)")
-    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: default)")
+    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: the OpenMP default)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_fig1)
@@ -361,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="lazy fit, beyond-lazy variant, power method and gradient "
                        "flow on one target: error against m and work",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("--d", type=int, default=8, help="dimension")
     p.add_argument("--r", type=int, default=2, help="rank of the target (random unit components)")
     p.add_argument("--order", type=int, default=3, help="tensor order l")
@@ -378,18 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=30, help="power method: iterations per start")
     p.add_argument("--plot", default=None, help="write a figure to this path (needs matplotlib)")
     p.add_argument("--x", choices=("m", "work"), default="m", help="the figure's x axis")
-    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: default)")
+    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: the OpenMP default)")
     p.set_defaults(func=_compare)
 
     _add_deflate_parsers(sub)
 
     p = sub.add_parser("sweep", help="a grid of runs x seeds on dask.distributed (local cluster by default)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Help)
     p.add_argument("spec", help="TOML spec (see python -m pydoc tdflow.sweep)")
     p.add_argument("--out", default=None, help="output folder (default: the spec path without .toml)")
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://host:port")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://host:port (default: a local cluster)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
-    p.add_argument("--max-runs", type=int, default=None, help="run at most this many pending runs now")
+    p.add_argument("--max-runs", type=int, default=None, help="run at most this many pending runs now (default: all)")
     p.add_argument("--no-dashboard", action="store_true", help="no Dask dashboard for the local cluster")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_sweep)
@@ -397,10 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .io import FolderLockedError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, ImportError) as err:
+    except (ValueError, TypeError, ImportError, OSError, FolderLockedError) as err:
         print(f"tdflow {args.command}: error: {err}", file=sys.stderr)
         return 2
 

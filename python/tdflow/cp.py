@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._checks import order_arg, real_array
+from ._checks import order_arg, real_array, real_number, show
 
 _DENSE_LIMIT = 10_000_000  # entries; dense() is a testing aid for small d
 
@@ -41,10 +41,12 @@ class CPTensor:
         return self.Z.shape[1]
 
     def _vectors(self, V, name="V"):
-        V = np.asarray(V)
-        single = V.ndim == 1
-        V = real_array(V[:, None] if single else V, name, 2, (self.dim, None))
-        return V, single
+        try:
+            single = np.ndim(V) == 1
+        except ValueError:  # ragged lists: real_array says what is wrong
+            single = False
+        V = real_array(V, name, 1 if single else 2, (self.dim,) if single else (self.dim, None))
+        return (np.asfortranarray(V[:, None]) if single else V), single
 
     def contract(self, V) -> np.ndarray:
         """``T(v^{l-1}, I)`` for each column ``v`` of ``V`` (or for a single vector)."""
@@ -92,11 +94,11 @@ class CPTensor:
 
     def _check_compatible(self, other):
         if not isinstance(other, CPTensor):
-            raise TypeError(f"expected a CPTensor, got {type(other).__name__}")
+            raise TypeError(f"other must be a tdflow.CPTensor, got {show(other)}")
         if other.order != self.order or other.dim != self.dim:
             raise ValueError(
-                f"tensors differ: order {self.order} vs {other.order}, d {self.dim} vs {other.dim}"
-            )
+                f"other must have this tensor's order {self.order} and dimension d = {self.dim}, "
+                f"got order {other.order}, d = {other.dim}")
 
     def __add__(self, other: "CPTensor") -> "CPTensor":
         self._check_compatible(other)
@@ -111,7 +113,12 @@ class CPTensor:
     def __mul__(self, s) -> "CPTensor":
         if not isinstance(s, numbers.Real):
             return NotImplemented
-        return CPTensor(self.Z, float(s) * self.c, self.order)
+        s = real_number(s, "the factor")
+        with np.errstate(over="ignore"):
+            c = s * self.c
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f"the factor {s:g} times the coefficients c overflows")
+        return CPTensor(self.Z, c, self.order)
 
     __rmul__ = __mul__
 

@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
+import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
 from . import _core, analysis, io, theory
-from ._checks import generator, positive_int, real_number
+from ._checks import choice, flag, generator, positive_int, real_array, real_number, show
 from .flow import ADAPTIVE, METHODS, GradientFlow, IntegrationError, Trajectory
 from .target import Target
 
@@ -97,19 +99,19 @@ class Schedule:
     margin: float = 1.0
 
     def __post_init__(self):
-        for name in ("delta0", "delta1", "alpha", "eps", "c1", "c2"):
+        for name in ("delta0", "delta1", "eps", "c1", "c2"):
             real_number(getattr(self, name), name, minimum=0.0, strict=True)
+        real_number(self.alpha, "alpha", minimum=0.0, strict=True, maximum=1.0, strict_max=True)
+        real_number(self.gamma, "gamma", minimum=0.0, maximum=1.0, strict_max=True)
         for name in ("lam", "margin", "c1pp", "c1ppp", "c_rho"):
             real_number(getattr(self, name), name, minimum=0.0)
-        if not 0 <= self.gamma < 1:
-            raise ValueError(f"gamma must lie in [0, 1), got {self.gamma}")
-        if not self.alpha < 1:
-            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
         if not self.delta0 < self.delta1:
             raise ValueError(f"delta0 must be < delta1, got delta0={self.delta0}, delta1={self.delta1}")
         positive_int(self.max_epochs, "max_epochs")
-        if not (isinstance(self.max_time, (int, float)) and self.max_time > 0):
-            raise ValueError(f"max_time must be > 0, got {self.max_time}")
+        if not (isinstance(self.max_time, numbers.Real) and not isinstance(self.max_time, (bool, np.bool_))
+                and self.max_time > 0):  # inf allowed: no limit
+            raise (ValueError if isinstance(self.max_time, numbers.Real) else TypeError)(
+                f"max_time must be a number > 0 (inf: no limit), got {show(self.max_time)}")
         if isinstance(self.fit_tol, str):
             if self.fit_tol not in analysis.FIT_RULES:
                 raise ValueError(f"fit_tol must be one of {analysis.FIT_RULES} or a number, got "
@@ -177,8 +179,10 @@ class Schedule:
     @classmethod
     def from_dict(cls, data: dict) -> "Schedule":
         """From a mapping (e.g. a TOML table); unknown keys are an error."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a schedule must be a mapping of parameters, got {show(data)}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(map(str, set(data) - names))
         if unknown:
             raise ValueError(f"unknown schedule parameters {unknown}; known: {sorted(names)}")
         data = dict(data)
@@ -218,6 +222,10 @@ PARTITION_FIELDS = {"epoch": np.int64, "column": np.int64, "label": np.int64,
                     "direction": np.int64}
 DIRECTION_FIELDS = ("discovered_t", "discovered_epoch", "fitted_t", "fitted_epoch")
 GROUPS = ("epochs", "records", "events", "redraws", "partitions", "directions")
+
+
+STATUSES = ("running", "recovered", "stalled", "max-epochs", "max-time")
+OPTION_NAMES = ("method", "rtol", "atol", "h", "n_records", "active_tol")
 
 
 def _empty(fields) -> Dict[str, np.ndarray]:
@@ -380,7 +388,9 @@ class DeflationResult:
 
     # ---- files -----------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write the whole result (state included, so it doubles as a checkpoint) atomically."""
+        """Write the whole result (state included, so it doubles as a checkpoint) atomically to
+        ``path`` (``.npz`` appended unless the name ends with it; see :func:`tdflow.io.npz_path`).
+        Returns the path written."""
         arrays = {"U": self.target.U, "a": self.target.a, "W": self.W, "member": self.member,
                   "armed": self.armed}
         for group in GROUPS:
@@ -395,8 +405,10 @@ class DeflationResult:
 
     @classmethod
     def load(cls, path) -> "DeflationResult":
-        """Read a file written by :meth:`save`; ``ValueError`` for a corrupt, foreign or
-        inconsistent file."""
+        """Read a file written by :meth:`save` (``path`` as there); ``ValueError`` naming the file
+        when it is damaged, edited by hand (its checksum no longer matches), foreign or
+        inconsistent, ``FileNotFoundError`` when it is missing."""
+        path = io.npz_path(path)
         arrays, meta = io.load_npz(path, kind=KIND)
         try:
             if meta.get("deflation_version", 1) != VERSION:
@@ -431,8 +443,9 @@ class DeflationResult:
                 raise ValueError("recorded norms do not match m")
             target = Target(arrays["U"], arrays["a"], int(meta["order"]))
             schedule = Schedule.from_dict(meta["schedule"])
+            _check_state(arrays, meta, groups, r)
             res = cls(target=target, m=m, seed=int(meta["seed"]), schedule=schedule,
-                      options=dict(meta["options"]), W=np.asfortranarray(arrays["W"]),
+                      options=dict(meta["options"]), W=real_array(arrays["W"], "W", 2, (d, m)),
                       member=arrays["member"].astype(np.int64), armed=arrays["armed"].astype(bool),
                       beta=float(meta["beta"]), epoch=int(meta["epoch"]), t=float(meta["t"]),
                       rng_state=meta["rng_state"], status=str(meta["status"]),
@@ -444,6 +457,27 @@ class DeflationResult:
         except (KeyError, TypeError) as err:
             raise ValueError(f"{path} is not a valid deflation result: missing or bad {err}") from None
         return res
+
+
+def _check_state(arrays, meta, groups, r) -> None:
+    """Consistency of a loaded run (a file that passed its checksum can still come from an older
+    format or another program): ``ValueError`` saying what does not fit."""
+    member = arrays["member"]
+    if member.dtype.kind not in "iu" or np.any((member < -1) | (member >= r)):
+        raise ValueError(f"member must hold directions -1..{r - 1}")
+    if not isinstance(meta["epoch"], int) or meta["epoch"] != groups["epochs"]["beta"].size:
+        raise ValueError(f"epoch {meta['epoch']!r} does not match the "
+                         f"{groups['epochs']['beta'].size} epoch records")
+    if not (math.isfinite(float(meta["beta"])) and float(meta["beta"]) > 0):
+        raise ValueError(f"beta must be finite and > 0, got {meta['beta']!r}")
+    if not (math.isfinite(float(meta["t"])) and float(meta["t"]) >= 0):
+        raise ValueError(f"t must be finite and >= 0, got {meta['t']!r}")
+    if meta["status"] not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {meta['status']!r}")
+    options = meta["options"]
+    if not isinstance(options, dict) or set(options) != set(OPTION_NAMES) or \
+            options["method"] not in METHODS:
+        raise ValueError(f"integrator options must be {OPTION_NAMES} with a method of {METHODS}")
 
 
 def _append(group: Dict[str, np.ndarray], fields, rows: Dict[str, np.ndarray]) -> None:
@@ -529,7 +563,11 @@ def deflate(
     n_records : int
         Recording times per phase (resolution of fit times and plots).
     checkpoint : path, optional
-        Save the result there (atomically) every ``checkpoint_every`` epochs and at the end.
+        Save the result there (atomically) every ``checkpoint_every`` epochs and at the end;
+        ``.npz`` is appended unless the name ends with it (``"run"`` writes and resumes
+        ``run.npz``). The folder is checked for writing before the run starts; a checkpoint that
+        cannot be written later (disk full) gives a ``RuntimeWarning`` and the run goes on: the
+        result is returned all the same.
     resume : bool
         If ``checkpoint`` exists, continue from it; it must hold the same target, ``m``, seed,
         schedule and integrator options (``ValueError`` otherwise). The schedule's
@@ -554,19 +592,22 @@ def deflate(
     schedule = Schedule() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a tdflow.Schedule, got {type(schedule).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = choice(method, "method", METHODS)
     if method not in ADAPTIVE and h is None:
         raise ValueError(f"method {method!r} needs a step h")
     seed_value = seed if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else -1
-    rng = generator(seed)
+    rng = generator(seed, "seed")
+    progress, callback = _run_args(progress, callback)
     options = dict(method=method, rtol=float(real_number(rtol, "rtol", minimum=0.0)),
                    atol=float(real_number(atol, "atol", minimum=0.0)),
                    h=None if h is None else float(real_number(h, "h", minimum=0.0, strict=True)),
                    n_records=positive_int(n_records, "n_records", minimum=2),
                    active_tol=float(real_number(active_tol, "active_tol", minimum=0.0)))
     checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
-    if resume and checkpoint is not None and Path(checkpoint).exists():
+    resume = flag(resume, "resume")
+    if checkpoint is not None:
+        checkpoint = io.check_writable(io.npz_path(checkpoint, "checkpoint"), "checkpoint")
+    if resume and checkpoint is not None and checkpoint.exists():
         res = DeflationResult.load(checkpoint)
         _check_same_run(res, target, m, int(seed_value), schedule, options, checkpoint)
         _set_limits(res, schedule)
@@ -580,17 +621,30 @@ def resume(path, *, max_epochs: Optional[int] = None, max_time: Optional[float] 
            callback: Optional[Callable[[DeflationResult], None]] = None,
            backend: str = "cpu") -> DeflationResult:
     """Continue the run saved in ``path`` (checkpointing to ``checkpoint``, default ``path``)
-    until it finishes; a finished run is returned as it is. ``backend`` as in :func:`deflate`.
+    until it finishes; a finished run is returned as it is. ``backend`` as in :func:`deflate`;
+    file names as there (``"run"`` is ``run.npz``). A damaged or hand-edited file is a
+    ``ValueError`` naming it.
 
     ``max_epochs`` / ``max_time`` replace the schedule's limits, so a run that stopped at a
     limit can be extended; the result equals a run started with the new limits.
     """
+    path = io.npz_path(path, "path")
+    checkpoint = path if checkpoint is None else io.npz_path(checkpoint, "checkpoint")
+    checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
+    progress, callback = _run_args(progress, callback)
     res = DeflationResult.load(path)
     changes = {k: v for k, v in (("max_epochs", max_epochs), ("max_time", max_time)) if v is not None}
     if changes:
         _set_limits(res, dataclasses.replace(res.schedule, **changes))
-    return _run(res, path if checkpoint is None else checkpoint,
-                positive_int(checkpoint_every, "checkpoint_every"), progress, callback, backend)
+    if not res.finished:
+        io.check_writable(checkpoint, "checkpoint")
+    return _run(res, checkpoint, checkpoint_every, progress, callback, backend)
+
+
+def _run_args(progress, callback):
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    return (None if progress is None else flag(progress, "progress")), callback
 
 
 def _set_limits(res: DeflationResult, schedule: Schedule) -> None:
@@ -676,6 +730,7 @@ class _Runner:
         self.tol = res.fit_tol
         self.steps = 0
         self.rhs = 0
+        self.tick: Optional[Callable[[float], None]] = None  # progress: simulated time reached
 
     def phase(self, length: float, phase: int, beta: float) -> dict:
         """Run one phase; returns Proposition 1's worst margins and their times over it."""
@@ -685,7 +740,7 @@ class _Runner:
         step = np.nan if opt["h"] is None else opt["h"]
         member_before = res.member.copy()
         args = (res.W, t0, t_eval, opt["method"], step, opt["rtol"], opt["atol"], np.inf, 0, True,
-                False, res.member, s.delta1, s.alpha, res.epoch, beta, s.gamma, None, 0.25)
+                False, res.member, s.delta1, s.alpha, res.epoch, beta, s.gamma, self.tick, 0.25)
         if self.flow._torch is not None:
             raw = self.flow._torch.integrate_joins(*args)
         else:
@@ -882,14 +937,32 @@ def _run(res: DeflationResult, checkpoint, every, progress, callback,
     runner = _Runner(res, backend)
     if res.n_epochs == 0 and res.residual_norm <= res.schedule.eps:
         res.status = "recovered"
-    with epoch_bar(res.schedule.max_epochs, res.epoch, enabled=progress) as bar:
+    saved = True  # warn at the first failed checkpoint and at a failed final one
+    ran = False
+    s = res.schedule
+    with epoch_bar(res, enabled=progress) as bar:
         while not res.finished:
+            bar.start(res, min(res.t + s.t2(res.beta, res.target.dim), s.max_time))
+            runner.tick = bar.tick if bar.shown else None
             runner.epoch()
-            bar(res)
+            ran = True
+            bar.done(res)
             if checkpoint is not None and (res.finished or res.epoch % every == 0):
-                res.save(checkpoint)
+                saved = _save(res, checkpoint, warn=saved or res.finished)
             if callback is not None:
                 callback(res)
-    if checkpoint is not None:
-        res.save(checkpoint)
+    if checkpoint is not None and not ran:
+        _save(res, checkpoint, warn=True)
     return res
+
+
+def _save(res: DeflationResult, path, warn: bool) -> bool:
+    """Checkpoint; a failed write (disk full, folder gone) warns and the run goes on in memory."""
+    try:
+        res.save(path)
+        return True
+    except OSError as err:
+        if warn:
+            warnings.warn(f"{err}; the run goes on and its result is returned (save it elsewhere "
+                          "with result.save(path))", RuntimeWarning, stacklevel=4)
+        return False

@@ -33,6 +33,18 @@ class IntegrationError(RuntimeError):
         super().__init__(message)
         self.trajectory = trajectory
 
+    def __reduce__(self):
+        # the default (cls(*args), __dict__) would call __init__ without the trajectory, so an
+        # error raised in a multiprocessing worker could not be unpickled and hung the pool
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(cls, args, state):
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 @dataclasses.dataclass
 class Trajectory:
@@ -125,6 +137,14 @@ class GradientFlow:
         if backend != "cpu":
             self._torch = gpu.TorchFlow(target.U, target.a, target.order, self.lam, self.active_tol,
                                         gpu.device_for(backend), basis=target.is_basis)
+
+    def __getstate__(self):
+        # the compiled core object does not pickle: rebuild it from the arguments
+        return dict(target=self.target, lam=self.lam, active_tol=self.active_tol,
+                    backend=self.backend)
+
+    def __setstate__(self, state):
+        self.__init__(**state)
 
     def exact(self) -> "GradientFlow":
         """The same flow with every column in the residual (``active_tol = 0``)."""

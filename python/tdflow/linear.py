@@ -216,6 +216,13 @@ class DeepLinearFlow:
             self.mu = self.K = 1.0
         self._shapes = [(self.dims[i], self.dims[i + 1]) for i in range(self.depth)]
 
+    def __getstate__(self):
+        # the compiled core object does not pickle: rebuild it from the arguments
+        return dict(Y=self.Y, hidden=list(self.dims[1:-1]), X=self.X)
+
+    def __setstate__(self, state):
+        self.__init__(state["Y"], state["hidden"], X=state["X"])
+
     @property
     def depth(self) -> int:
         """The number of layers L."""

@@ -37,23 +37,68 @@ def tqdm_replicas(n: int, enabled: Optional[bool] = None):
                 disable=tqdm_disable(enabled))
 
 
-@contextlib.contextmanager
-def epoch_bar(total: int, initial: int = 0, *, enabled: Optional[bool] = None):
-    """Yields ``update(result)`` that advances a bar over the epochs of a deflation run and shows
-    its residual and discovered/fitted counts; shown only on a terminal unless ``enabled``."""
-    bar = tqdm(total=total, initial=initial, desc="epochs", unit="epoch", leave=False,
-               disable=tqdm_disable(enabled))
+class EpochBar:
+    """The progress bar of a deflation run (Algorithm 2), over simulated time.
 
-    def update(res) -> None:
-        if bar.disable:
+    How long a run lasts is not known in advance: it stops when ``||T - T*||_F <= eps``, usually
+    long before ``max_epochs``, and epoch ``s`` lasts ``t1 + t2 ~ 1 / beta_s``, which grows by
+    ``1 / (1 - gamma)`` per epoch. A bar over ``max_epochs`` epochs (as before) therefore showed
+    an ETA for epochs that never run, at the pace of the short early epochs. This bar covers the
+    current epoch: its total is the epoch's end time (known exactly from the schedule), it moves
+    during the epoch (the core reports the simulated time every 0.25 s), and the
+    ETA is the time to the end of the epoch at the pace measured so far (the wall time per unit
+    of simulated time stays about the same from epoch to epoch). The label shows the epoch, the
+    residual and the discovered / fitted directions.
+    """
+
+    def __init__(self, res, enabled: Optional[bool] = None):
+        self.disable = tqdm_disable(enabled)
+        self.cap = res.schedule.max_epochs
+        self.bar = None  # made at the first epoch, when its end is known
+
+    @property
+    def shown(self) -> bool:
+        return self.bar is not None and not self.bar.disable
+
+    def start(self, res, end: float) -> None:
+        """Epoch ``res.epoch`` begins; it ends at simulated time ``end``."""
+        desc = f"epoch {res.epoch} (at most {self.cap})"
+        if self.bar is None:
+            self.bar = tqdm(total=max(float(end), res.t), initial=res.t, unit="t", leave=False,
+                            disable=self.disable, smoothing=0.1, desc=desc,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| t={n:.4g}/{total:.4g} "
+                                       "[{elapsed}, epoch ends in {remaining}{postfix}]")
+        elif not self.bar.disable:
+            self.bar.total = max(float(end), self.bar.n)
+            self.bar.set_description_str(desc, refresh=False)
+            self.bar.refresh()
+
+    def tick(self, t: float) -> None:
+        """The integration reached simulated time ``t``."""
+        if self.shown and t > self.bar.n:
+            self.bar.update(min(float(t), self.bar.total) - self.bar.n)
+
+    def done(self, res) -> None:
+        """Epoch finished: show its outcome."""
+        if not self.shown:
             return
         e = res.epochs
-        bar.n = res.epoch
-        bar.set_postfix_str(f"t={res.t:.0f} |T-T*|={e['residual_norm'][-1]:.2e} "
-                            f"disc={e['n_discovered'][-1]} fit={e['n_fitted'][-1]}")
-        bar.refresh()
+        self.tick(res.t)
+        self.bar.set_postfix_str(f"|T-T*|={e['residual_norm'][-1]:.2e} "
+                                 f"disc={e['n_discovered'][-1]} fit={e['n_fitted'][-1]}"
+                                 f"/{res.target.rank}")
 
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def epoch_bar(res, *, enabled: Optional[bool] = None) -> Iterator[EpochBar]:
+    """An :class:`EpochBar` for the deflation run ``res``; shown only on a terminal unless
+    ``enabled``."""
+    bar = EpochBar(res, enabled)
     try:
-        yield update
+        yield bar
     finally:
         bar.close()

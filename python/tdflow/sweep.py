@@ -18,6 +18,9 @@ seed. Re-running a sweep skips the runs whose result file exists, is readable an
 ``status = "ok"``; runs recorded as errors, and unreadable (e.g. truncated) files, are run again.
 A run that raises is recorded as an error and does not stop the others; a killed sweep loses
 nothing that had finished. A run is reproducible from its kind, parameters and seed alone.
+One sweep at a time works in a folder (``OUT/.lock``; a second one is refused with the first's
+pid). Ctrl-C writes the summary and says "interrupted, N runs kept" (the workers print nothing);
+results that cannot be written (disk full) are kept in ``SweepResult.unsaved``.
 
 Spec format (TOML, or the same structure as a dict)
 ---------------------------------------------------
@@ -71,8 +74,9 @@ with ``from tdflow.sweep import register_kind, parse_spec, run_one, ...``.
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import csv
+import dataclasses
 import hashlib
 import io as _stdio
 import itertools
@@ -80,8 +84,9 @@ import json
 import math
 import numbers
 import os
+import signal
 import sys
-import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -90,7 +95,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import io
-from ._checks import positive_int
+from ._checks import flag, positive_int, show
 
 FILE_KIND = "sweep-run"
 INSTALL_HINT = "python -m pip install 'tdflow[dask]'"
@@ -337,20 +342,7 @@ class SweepSpec:
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def load_toml(path) -> dict:
-    """Read a TOML file (``tomllib`` on Python >= 3.11, else the ``tomli`` package)."""
-    try:
-        import tomllib  # type: ignore[import-not-found]
-    except ModuleNotFoundError:  # Python < 3.11
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ImportError("reading a TOML spec on Python < 3.11 needs tomli: python -m pip install tomli") from None
-    with open(path, "rb") as fh:
-        try:
-            return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path} is not valid TOML: {err}") from None
+load_toml = io.load_toml  # the spec reader (kept under its old name)
 
 
 def _plain(x):
@@ -411,7 +403,7 @@ SPEC_KEYS = ("kind", "seeds", "threads", "fixed", "grid", "runs", "name")
 def parse_spec(spec: Union[Mapping[str, Any], str, os.PathLike]) -> SweepSpec:
     """Expand a spec (a dict, or the path of a TOML file) into its runs; see the module docstring."""
     if isinstance(spec, (str, os.PathLike)):
-        spec = load_toml(spec)
+        spec = load_toml(spec, "spec")
     if not isinstance(spec, Mapping):
         raise TypeError(f"spec must be a dict or the path of a TOML file, got {type(spec).__name__}")
     unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -480,18 +472,31 @@ def execute(fn: Callable[[dict, int], Tuple[dict, dict]], params: dict, seed: in
     from .threads import num_threads
 
     start = time.perf_counter()
+    worker = _worker_name()
+    if worker != "local":
+        _thread_lock_for_tqdm()
     try:
         with num_threads(threads):
             row, arrays = fn(dict(params), int(seed))
         row = _plain(row)
-        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        arrays = io.plain_arrays(arrays, "arrays")  # object arrays: an error, never a pickle
         status, error, tb = "ok", None, None
     except Exception as err:  # a failing run is a result, not a crash of the sweep
         row, arrays, status = {}, {}, "error"
         error = f"{type(err).__name__}: {err}"
         tb = traceback.format_exc()
     return dict(status=status, error=error, traceback=tb, row=row, arrays=arrays,
-                wall_time=time.perf_counter() - start, worker=_worker_name())
+                wall_time=time.perf_counter() - start, worker=worker)
+
+
+def _thread_lock_for_tqdm() -> None:
+    """In a Dask worker, tqdm's (disabled) bars would create a multiprocessing lock: a semaphore
+    registered with the resource tracker, reported as leaked when an interrupted sweep kills the
+    worker. A thread lock does: the bars of a worker never cross processes."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(getattr(tqdm, "_lock", None), type(threading.RLock())):
+        tqdm.set_lock(threading.RLock())
 
 
 def run_one(kind: str, params: Mapping[str, Any], seed: int, *, threads: int = 1) -> dict:
@@ -506,26 +511,32 @@ def _result_path(out: Path, run: Run) -> Path:
     return out / "runs" / f"{run.id}.npz"
 
 
-def _read_result(path: Path, run: Run) -> Optional[dict]:
-    """The metadata of a result file that belongs to ``run``; None when missing or unreadable."""
+def _read_result(path: Path, run: Run, damaged: Optional[List[str]] = None) -> Optional[dict]:
+    """The metadata of a result file that belongs to ``run``; None when missing or unreadable
+    (a damaged or foreign file is run again; its reason is appended to ``damaged``)."""
     try:
         _, meta = io.load_npz(path, kind=FILE_KIND)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        if damaged is not None:
+            damaged.append(str(err))
         return None
     if (meta.get("id") != run.id or meta.get("kind") != run.kind or meta.get("seed") != run.seed
-            or meta.get("params") != run.params):
+            or meta.get("params") != run.params or meta.get("status") not in ("ok", "error")):
+        if damaged is not None:
+            damaged.append(f"{path} does not hold run {run.id}")
         return None
     return meta
 
 
-def _write_result(out: Path, run: Run, res: dict) -> dict:
+def _result_meta(run: Run, res: dict) -> dict:
+    """The metadata of a run's result file."""
     from . import __version__
 
-    meta = dict(id=run.id, kind=run.kind, params=run.params, seed=run.seed, status=res["status"],
+    return dict(id=run.id, kind=run.kind, params=run.params, seed=run.seed, status=res["status"],
                 error=res["error"], traceback=res["traceback"], row=res["row"],
                 wall_time=float(res["wall_time"]), worker=res["worker"], tdflow=__version__)
-    io.save_npz(_result_path(out, run), res["arrays"], meta, kind=FILE_KIND)
-    return meta
 
 
 RESERVED = ("id", "kind", "seed", "status", "error", "wall_time", "worker")
@@ -555,20 +566,6 @@ def _cell(v) -> str:
     return str(v)
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_summary(out, rows: Sequence[dict]) -> List[Path]:
     """Write ``OUT/summary.csv`` (and ``summary.parquet`` when pyarrow is importable) atomically.
 
@@ -583,12 +580,8 @@ def write_summary(out, rows: Sequence[dict]) -> List[Path]:
     for r in rows:
         w.writerow([_cell(r.get(c)) for c in columns])
 
-    def write_csv(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            fh.write(buf.getvalue())
-
     paths = [out / "summary.csv"]
-    _atomic_write(paths[0], write_csv)
+    io.atomic_write(paths[0], lambda fh: fh.write(buf.getvalue().encode("utf-8")))
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -612,7 +605,7 @@ def write_summary(out, rows: Sequence[dict]) -> List[Path]:
             col = [None if v is None else _cell(v) for v in col]
         data[c] = col
     paths.append(out / "summary.parquet")
-    _atomic_write(paths[1], lambda tmp: pq.write_table(pa.table(data), tmp))
+    io.atomic_write(paths[1], lambda fh: pq.write_table(pa.table(data), fh))
     return paths
 
 
@@ -628,6 +621,9 @@ class SweepResult:
     pending: int
     files: List[Path]
     wall_time: float
+    unsaved: Dict[str, dict] = dataclasses.field(default_factory=dict)
+    """Finished runs whose file could not be written (disk full, ...): run id -> the run's
+    result (``status, row, arrays, ...``), so that nothing computed is lost."""
 
     def counts(self) -> Dict[str, int]:
         """Number of runs per status over the whole sweep."""
@@ -646,6 +642,9 @@ class SweepResult:
             lines.append(f"  error in run {r['id']} (seed {r['seed']}): {r['error']}")
         if len(errs) > 5:
             lines.append(f"  ... and {len(errs) - 5} more errors (see the 'error' column)")
+        if self.unsaved:
+            lines.append(f"  {len(self.unsaved)} finished runs could not be written to "
+                         f"{self.out / 'runs'}; they are kept in SweepResult.unsaved")
         lines.extend(f"summary: {p}" for p in self.files)
         return "\n".join(lines)
 
@@ -736,97 +735,217 @@ def sweep(
         if not isinstance(spec, (str, os.PathLike)):
             raise ValueError("out is required when spec is a dict")
         out = Path(spec).with_suffix("")
-    out = Path(out)
+    out = io.path_arg(out, "out")
     if max_runs is not None:
         max_runs = positive_int(max_runs, "max_runs", minimum=0)
+    if workers is not None:
+        workers = positive_int(workers, "workers")
     if scheduler is not None and not isinstance(scheduler, str):
-        raise TypeError(f"scheduler must be an address string, got {type(scheduler).__name__}")
+        raise TypeError(f"scheduler must be an address string, got {show(scheduler)}")
     if sum(x is not None for x in (scheduler, client)) > 1:
         raise ValueError("give at most one of scheduler and client")
     if workers is not None and (scheduler is not None or client is not None):
         raise ValueError("workers applies to the local cluster only (not with scheduler or client)")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if on_result is not None and not callable(on_result):
+        raise TypeError(f"on_result must be callable or None, got {show(on_result)}")
+    progress = None if progress is None else flag(progress, "progress")
+    verbose = flag(verbose, "verbose")
+    io.check_writable(out / "runs" / "probe.npz", "out")  # before any run, not after
+    with io.folder_lock(out, "out"):  # a second sweep on this folder would repeat our runs
+        return _sweep(parsed, out, start, max_runs, (scheduler, workers, client), on_result,
+                      dashboard, progress, verbose)
+
+
+def _say(verbose: bool, msg: str) -> None:
+    if verbose:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _sweep(parsed, out, start, max_runs, where, on_result, dashboard, progress, verbose):
     spec_text = json.dumps(dict(kind=parsed.kind, seeds=parsed.seeds, threads=parsed.threads,
                                 param_sets=parsed.param_sets, spec=parsed.raw), indent=1)
-    _atomic_write(out / "spec.json", lambda tmp: Path(tmp).write_text(spec_text))
+    io.atomic_write(out / "spec.json", lambda fh: fh.write(spec_text.encode("utf-8")))
 
     metas: Dict[str, Optional[dict]] = {}
     todo: List[Run] = []
+    damaged: List[str] = []
     for run in parsed.runs:
-        meta = _read_result(_result_path(out, run), run)
+        meta = _read_result(_result_path(out, run), run, damaged)
         metas[run.id] = meta
         if meta is None or meta.get("status") != "ok":
             todo.append(run)
+    for why in damaged[:3]:
+        _say(verbose, f"tdflow sweep: run again: {why}")
+    if len(damaged) > 3:
+        _say(verbose, f"tdflow sweep: ... and {len(damaged) - 3} more damaged result files run again")
     skipped = len(parsed.runs) - len(todo)
     if max_runs is not None:
         todo = todo[:max_runs]
-    ran = 0
+    state = dict(done=0, unsaved={})
+    interrupted = False
     if todo:
-        ran = _run_on_dask(parsed, todo, out, metas, scheduler, workers, client, on_result,
-                           dashboard, progress, verbose)
+        try:
+            _run_on_dask(parsed, todo, out, metas, *where, on_result, dashboard, progress,
+                         verbose, state)
+        except KeyboardInterrupt:
+            interrupted = True
     rows = [summary_row(run, metas[run.id]) for run in parsed.runs]
-    files = write_summary(out, rows)
-    return SweepResult(out=out, rows=rows, ran=ran, skipped=skipped,
-                       errors=sum(r["status"] == "error" for r in rows),
-                       pending=sum(r["status"] == "pending" for r in rows), files=files,
-                       wall_time=time.perf_counter() - start)
+    try:
+        files = write_summary(out, rows)
+    except OSError as err:  # the rows are returned all the same
+        files = []
+        _say(verbose, f"tdflow sweep: {err}; the summary is in the returned SweepResult.rows")
+    result = SweepResult(out=out, rows=rows, ran=state["done"], skipped=skipped,
+                         errors=sum(r["status"] == "error" for r in rows),
+                         pending=sum(r["status"] == "pending" for r in rows), files=files,
+                         wall_time=time.perf_counter() - start, unsaved=state["unsaved"])
+    if interrupted:
+        kept = len(rows) - result.pending - len(result.unsaved)
+        _say(verbose, f"tdflow sweep: interrupted, {kept} runs kept ({state['done']} finished in "
+                      f"this invocation), {result.pending} pending; run the same command to resume")
+        raise KeyboardInterrupt
+    return result
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT is ignored inside the block (main thread only: elsewhere it cannot be changed).
+
+    Worker processes started inside keep ignoring it (SIG_IGN survives exec, and Python leaves an
+    ignored SIGINT alone): Ctrl-C reaches the terminal's whole process group, and without this
+    every worker printed its own KeyboardInterrupt traceback. The sweep process alone reacts and
+    shuts its workers down; the block also covers that shutdown (a second Ctrl-C is ignored).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def _sigint_sets(event: threading.Event):
+    """Inside the block Ctrl-C sets ``event`` instead of raising (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, lambda *_: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """No log records from Dask while a sweep shuts down after Ctrl-C."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("distributed", "tornado", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _run_on_dask(parsed: SweepSpec, todo: List[Run], out: Path, metas: Dict[str, Optional[dict]],
-                 scheduler, workers, client, on_result, dashboard, progress, verbose) -> int:
+                 scheduler, workers, client, on_result, dashboard, progress, verbose,
+                 state: dict) -> None:
+    """Run ``todo``; ``state["done"]`` counts the finished runs, ``state["unsaved"]`` keeps those
+    whose file could not be written. Ctrl-C: the cluster is shut down quietly, then
+    ``KeyboardInterrupt``."""
     distributed = _require_distributed()
     from tqdm.auto import tqdm
 
     from .progress import tqdm_disable
-
-    def say(msg):
-        if verbose:
-            print(msg, file=sys.stderr, flush=True)
 
     cluster = own_client = None
     try:
         if client is None:
             if scheduler is not None:
                 own_client = client = distributed.Client(scheduler)
-                say(f"tdflow sweep: connected to {scheduler}")
+                _say(verbose, f"tdflow sweep: connected to {scheduler}")
             else:
-                cluster = local_cluster(workers, dashboard=dashboard and _has_bokeh())
+                with _sigint_ignored():
+                    cluster = local_cluster(workers, dashboard=dashboard and _has_bokeh())
                 own_client = client = distributed.Client(cluster)
-                say(f"tdflow sweep: local cluster, {len(cluster.workers)} workers x 1 thread "
-                    f"({cluster.scheduler_address})")
+                _say(verbose, f"tdflow sweep: local cluster, {len(cluster.workers)} workers x 1 "
+                              f"thread ({cluster.scheduler_address})")
         # a local cluster without bokeh serves no dashboard (only its HTTP endpoints)
         if ((cluster is None or (dashboard and _has_bokeh()))
                 and "dashboard" in client.scheduler_info().get("services", {})):
-            say(f"tdflow sweep: dashboard {client.dashboard_link}")
+            _say(verbose, f"tdflow sweep: dashboard {client.dashboard_link}")
         fn = KINDS[parsed.kind].fn
         futures = {client.submit(execute, fn, run.params, run.seed, parsed.threads, pure=False): run
                    for run in todo}
-        done = 0
         bar = tqdm(total=len(todo), desc=f"sweep {parsed.kind}", unit="run",
                    disable=tqdm_disable(progress))
+        stop = threading.Event()
         try:
-            for fut in distributed.as_completed(futures):
-                run = futures[fut]
-                try:
-                    res = fut.result()
-                except Exception as err:  # the task itself failed (e.g. a worker died)
-                    res = dict(status="error", error=f"{type(err).__name__}: {err}",
-                               traceback=traceback.format_exc(), row={}, arrays={},
-                               wall_time=math.nan, worker="")
-                fut.release()
-                metas[run.id] = _write_result(out, run, res)
-                done += 1
-                bar.update(1)
-                if on_result is not None:
-                    on_result(summary_row(run, metas[run.id]))
+            ready = distributed.as_completed(futures)
+            # Ctrl-C only sets `stop`: a KeyboardInterrupt inside one of Dask's blocking calls
+            # makes its event loop log a traceback (distributed.utils.sync); we stop here instead
+            with _sigint_sets(stop):
+                while not ready.is_empty():
+                    batch = ready.next_batch(block=False)
+                    if not batch:
+                        stop.wait(0.05)
+                    for fut in batch:
+                        _collect(fut, futures[fut], out, metas, state, on_result, verbose)
+                        bar.update(1)
+                    if stop.is_set():
+                        raise KeyboardInterrupt
         finally:
             bar.close()
             pending = [f for f in futures if not f.done()]
-            if pending:
-                client.cancel(pending)
-        return done
+            if pending and cluster is None:  # our own cluster just closes (no worker log lines)
+                with _sigint_ignored(), _quiet_logs():
+                    client.cancel(pending)
+    except KeyboardInterrupt:
+        if cluster is not None:  # our workers: no log lines for the runs cut short
+            with _sigint_ignored(), _quiet_logs(), contextlib.suppress(Exception):
+                client.run(_silence_worker_logs)
+        raise
     finally:
-        if own_client is not None:
-            own_client.close()
-        if cluster is not None:
-            cluster.close()
+        with _sigint_ignored(), _quiet_logs():
+            if own_client is not None:
+                own_client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _collect(fut, run: Run, out: Path, metas, state: dict, on_result, verbose) -> None:
+    """Write the result of a finished run (or keep it in ``state["unsaved"]``)."""
+    try:
+        res = fut.result()
+    except Exception as err:  # the task itself failed (e.g. a worker died)
+        res = dict(status="error", error=f"{type(err).__name__}: {err}",
+                   traceback=traceback.format_exc(), row={}, arrays={}, wall_time=math.nan,
+                   worker="")
+    fut.release()
+    meta = _result_meta(run, res)
+    try:
+        io.save_npz(_result_path(out, run), res["arrays"], meta, kind=FILE_KIND)
+    except OSError as err:  # disk full: keep the result, go on
+        if not state["unsaved"]:
+            _say(verbose, f"tdflow sweep: {err}; finished runs are kept in memory "
+                          "(SweepResult.unsaved)")
+        state["unsaved"][run.id] = res
+    metas[run.id] = meta
+    state["done"] += 1
+    if on_result is not None:
+        on_result(summary_row(run, meta))
+
+
+def _silence_worker_logs() -> None:
+    """Run on each worker of an interrupted local sweep before it is closed."""
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import generator, order_arg, positive_int, real_array, real_number
+from ._checks import flag, generator, order_arg, positive_int, real_array, real_number
 from .cp import CPTensor
 
 
@@ -12,22 +12,39 @@ def geometric_weights(r: int, ratio: float = 1.2, *, normalize: bool = True) -> 
     else ``a_1 = 1``."""
     r = positive_int(r, "r")
     ratio = real_number(ratio, "ratio", minimum=0.0, strict=True)
-    a = ratio ** -np.arange(r, dtype=float)
-    return a / a.sum() if normalize else a
+    return _spectrum(lambda: ratio ** -np.arange(r, dtype=float), f"ratio = {ratio:g}", normalize)
 
 
 def power_law_weights(r: int, exponent: float = 1.0, *, normalize: bool = True) -> np.ndarray:
     """Weights ``a_i ∝ i^{-exponent}`` (i = 1..r), largest first."""
     r = positive_int(r, "r")
     exponent = real_number(exponent, "exponent")
-    a = np.arange(1, r + 1, dtype=float) ** -exponent
+    return _spectrum(lambda: np.arange(1, r + 1, dtype=float) ** -exponent,
+                     f"exponent = {exponent:g}", normalize)
+
+
+def _spectrum(make, what: str, normalize) -> np.ndarray:
+    normalize = flag(normalize, "normalize")
+    with np.errstate(over="ignore", under="ignore"):
+        a = make()
+    if not (np.all(np.isfinite(a)) and a.max() > 0):
+        raise ValueError(f"{what} takes the weights out of floating-point range (got {a})")
     return a / a.sum() if normalize else a
 
 
 def uniform_weights(r: int, *, normalize: bool = True) -> np.ndarray:
     """Equal weights (``1/r`` each when ``normalize``, else 1)."""
     r = positive_int(r, "r")
-    return np.full(r, 1.0 / r if normalize else 1.0)
+    return np.full(r, 1.0 / r if flag(normalize, "normalize") else 1.0)
+
+
+def _weights_arg(a, d: int | None = None) -> np.ndarray:
+    """The weights of a classmethod target: 1-D, non-empty, at most ``d`` of them."""
+    a = real_array(a, "a", 1)
+    if a.size < 1 or (d is not None and a.size > d):
+        most = "" if d is None else f" and at most d = {d}"
+        raise ValueError(f"a must hold at least one{most} weights, got {a.size}")
+    return a
 
 
 class Target:
@@ -39,25 +56,38 @@ class Target:
     """
 
     def __init__(self, U, a, order: int = 4, *, normalize: bool = False):
-        """``normalize=True`` rescales ``a`` so that ``sum a_i = 1``."""
+        """``normalize=True`` rescales ``a`` so that ``sum a_i = 1``.
+
+        The columns of ``U`` must have unit norm to the precision of ``U``'s dtype (``1e-8`` for
+        float64; ``sqrt(d)`` units in the last place of a float32/float16 ``U``, which is then
+        renormalised in float64).
+        """
         self.order = order_arg(order)
+        U_in = U
         U = real_array(U, "U", 2)
         d, r = U.shape
         if d < 1 or r < 1:
             raise ValueError(f"U must have d >= 1 rows and r >= 1 columns, got shape {U.shape}")
-        norms = np.linalg.norm(U, axis=0)
-        if np.any(np.abs(norms - 1.0) > 1e-8):
+        with np.errstate(over="ignore"):
+            norms = np.linalg.norm(U, axis=0)
+        dtype = getattr(U_in, "dtype", np.dtype(float))
+        low = dtype.kind == "f" and dtype.itemsize < 8
+        tol = max(1e-8, 4.0 * np.sqrt(d) * np.finfo(dtype).eps) if low else 1e-8
+        if not np.all(np.abs(norms - 1.0) <= tol):
             raise ValueError(
-                "the columns of U must have unit norm (got norms "
-                f"{np.array2string(norms, precision=4)}); divide U by np.linalg.norm(U, axis=0)"
-            )
+                f"the columns of U must have unit norm (within {tol:.1g}), got norms "
+                f"{np.array2string(norms, precision=4, threshold=8)}; divide U by "
+                "np.linalg.norm(U, axis=0)")
+        if low:
+            U = np.asfortranarray(U / norms)
         a = real_array(a, "a", 1, (r,))
         if np.any(a < 0):
-            raise ValueError("the weights a must be >= 0")
-        if normalize:
-            if a.sum() == 0:
-                raise ValueError("cannot normalize weights that are all zero")
-            a = a / a.sum()
+            raise ValueError(f"the weights a must be >= 0, got {np.array2string(a, threshold=8)}")
+        if flag(normalize, "normalize"):
+            total = a.sum()
+            if not (0 < total < np.inf):
+                raise ValueError(f"normalize=True needs weights with a finite, positive sum, got {total}")
+            a = a / total
         self.U = U
         self.a = a
         self.U.flags.writeable = False
@@ -67,18 +97,14 @@ class Target:
     def orthogonal(cls, d: int, a, order: int = 4, **kw) -> "Target":
         """Components on the first ``r = len(a)`` standard basis vectors of R^d."""
         d = positive_int(d, "d")
-        a = np.asarray(a, dtype=float)
-        if a.ndim != 1 or a.size > d:
-            raise ValueError(f"a must be 1-D with at most d = {d} weights, got shape {a.shape}")
+        a = _weights_arg(a, d)
         return cls(np.eye(d)[:, : a.size], a, order, **kw)
 
     @classmethod
     def random_rotation(cls, d: int, a, rng, order: int = 4, **kw) -> "Target":
         """Orthonormal components: the first ``r`` columns of a Haar-random rotation."""
         d = positive_int(d, "d")
-        a = np.asarray(a, dtype=float)
-        if a.ndim != 1 or a.size > d:
-            raise ValueError(f"a must be 1-D with at most d = {d} weights, got shape {a.shape}")
+        a = _weights_arg(a, d)
         Q, R = np.linalg.qr(generator(rng).standard_normal((d, d)))
         Q *= np.sign(np.diag(R))  # sign fix makes Q Haar-distributed
         return cls(Q[:, : a.size], a, order, **kw)
@@ -87,11 +113,13 @@ class Target:
     def random_unit(cls, d: int, a, rng, order: int = 4, **kw) -> "Target":
         """Independent uniformly random unit components (not orthogonal)."""
         d = positive_int(d, "d")
-        a = np.asarray(a, dtype=float)
-        if a.ndim != 1 or a.size < 1:
-            raise ValueError(f"a must be a non-empty 1-D array, got shape {a.shape}")
+        a = _weights_arg(a)
         X = generator(rng).standard_normal((d, a.size))
         return cls(X / np.linalg.norm(X, axis=0), a, order, **kw)
+
+    def __reduce__(self):
+        # rebuilt (and re-checked) by the constructor; the arrays stay read-only
+        return (Target, (self.U, self.a, self.order))
 
     @property
     def dim(self) -> int:
