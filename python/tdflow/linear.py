@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _core
 from ._checks import generator, positive_int, real_array, real_number
-from .flow import check_outcome, solver_args
+from .flow import check_outcome, largest_column_norm, solver_args, trim_records
 from .progress import progress_bar
 
 __all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]
@@ -444,13 +444,16 @@ class DeepLinearFlow:
         ``"rk4"`` / ``"euler"`` with step ``h`` (required). ``t_eval``: recording times inside
         ``t_span`` (default ``n_records`` evenly spaced). Records the loss, the gap ``f - f*``,
         ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances ``D_l(t)``.
+        As in SciPy's ``solve_ivp`` the run covers all of ``t_span`` even when ``t_eval`` ends
+        earlier (the final layers are those of ``t1``).
 
         Raises IntegrationError on NaN/Inf or a collapsed adaptive step (the partial trajectory
         is ``err.trajectory``); a KeyboardInterrupt carries it too.
         """
         layers0 = self._layers(layers0, "layers0")
         theta0 = self.pack(layers0)
-        t0, t1, args = solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps)
+        t0, t1, args, n_rec = solver_args(t_span, method, h, rtol, atol, t_eval, n_records,
+                                          max_step, max_steps)
 
         start = time.perf_counter()
         with progress_bar(t0, t1, enabled=progress, desc=f"{method} linear L={self.depth}") as update:
@@ -458,6 +461,7 @@ class DeepLinearFlow:
                 theta0, t0, *args, bool(save_products), bool(save_imbalances), bool(save_states),
                 update, 0.1,
             )
+        trim_records(raw, n_rec)
         imbalances = None
         if save_imbalances:
             flat, imbalances, k = raw["imbalances"], [], 0
@@ -473,5 +477,7 @@ class DeepLinearFlow:
             t_final=raw["t_final"], method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
         )
-        check_outcome(traj, raw["error"])
+        check_outcome(traj, raw["error"], h_last=raw.get("h_last"),
+                      size=f"largest layer norm {largest_column_norm(raw['theta']):.3g}",
+                      growth=f"the right-hand side grows like ||W_l||^{2 * self.depth - 1}")
         return traj
