@@ -317,13 +317,19 @@ class GradientFlow:
                                           max_step, max_steps)
         return t0, t1, args + (bool(save_norms), bool(save_states)), n_rec
 
-    @staticmethod
-    def _diagnosis(traj: "Trajectory", raw: dict) -> dict:
-        """What check_outcome says about a failed run of this model."""
-        return dict(h_last=raw.get("h_last"),
+    def _diagnosis(self, traj: "Trajectory", raw: dict) -> dict:
+        """What check_outcome says about a run that failed in the core (NaN/Inf, tiny step)."""
+        if raw.get("error") is not None or traj.status not in ("non-finite", "step-too-small"):
+            return {}
+        overflows = False
+        if traj.status == "non-finite":
+            try:
+                self.rhs(traj.W)
+            except ValueError:
+                overflows = True
+        return dict(h_last=raw.get("h_last"), rhs_overflows=overflows,
                     size=f"largest column norm {largest_column_norm(traj.W):.3g}",
-                    growth="the right-hand side grows like ||w||^3 and overflows double "
-                           "precision from column norms of about 1e102")
+                    growth="it grows like ||w||^3, from column norms of about 1e102 on")
 
     def _trajectory(self, raw: dict, method: str, wall_time: float) -> Trajectory:
         return Trajectory(
@@ -420,13 +426,13 @@ def largest_column_norm(X) -> float:
 
 
 def check_outcome(traj, error: Optional[BaseException] = None, *, h_last: Optional[float] = None,
-                  size: str = "", growth: str = "") -> None:
+                  size: str = "", growth: str = "", rhs_overflows: bool = False) -> None:
     """Raise what stopped an integration: an error from Python during the run (Ctrl-C, a failing
     progress callback) with the partial trajectory attached, or IntegrationError on NaN/Inf or a
-    collapsed step. ``traj`` is any trajectory with ``status``, ``t_final``, ``n_steps``,
-    ``n_rejected`` and ``method``. The message names the cause; ``size`` describes the last
-    finite state (e.g. its largest column norm), ``growth`` how fast the right-hand side grows
-    with it, and ``h_last`` is the last step tried."""
+    collapsed step. ``traj`` is any trajectory with ``status``, ``t_final``, ``n_steps`` and
+    ``method``. The message names the cause: ``size`` describes the last finite state (e.g. its
+    largest column norm), ``rhs_overflows`` says that the right-hand side overflows there and
+    ``growth`` how it grows; ``h_last`` is the last step tried."""
     if error is not None:
         try:
             error.trajectory = traj
@@ -436,25 +442,20 @@ def check_outcome(traj, error: Optional[BaseException] = None, *, h_last: Option
     where = f" ({size})" if size else ""
     step = "" if h_last is None else f" h = {h_last:.3g}"
     if traj.status == "non-finite":
-        if traj.method in ADAPTIVE and traj.n_steps == 0 and traj.n_rejected == 0:
-            raise IntegrationError(
-                f"the right-hand side is NaN/Inf at the initial state{where}: it overflows "
-                f"double precision, and no step size can help"
-                + (f" ({growth})" if growth else "") + ". Start from a smaller state.",
-                traj,
-            )
-        if traj.method in ADAPTIVE:
-            raise IntegrationError(
-                f"every step from t = {traj.t_final:g} gave NaN/Inf, down to{step} "
-                f"(step {traj.n_steps}); the trajectory holds the last finite state{where}."
-                + (f" Overflow is likely: {growth}." if growth else ""),
-                traj,
-            )
-        raise IntegrationError(
-            f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); "
-            f"the trajectory holds the last finite state{where}. Try a smaller step h.",
-            traj,
-        )
+        msg = (f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); the "
+               f"trajectory holds the last finite state{where}.")
+        grows = f" ({growth})" if growth else ""
+        if rhs_overflows and traj.n_steps == 0:
+            msg += (f" The right-hand side overflows double precision at the initial state"
+                    f"{grows}, so no step size can help: start from a smaller state.")
+        elif rhs_overflows:
+            msg += f" The right-hand side overflows double precision there{grows}."
+        elif traj.method in ADAPTIVE:  # tiny steps stay near a finite f: the stages overflow
+            msg += (f" Every step from there gave NaN/Inf, down to{step}: the stages overflow "
+                    f"double precision near this state{grows}.")
+        if traj.method not in ADAPTIVE and traj.n_steps > 0:
+            msg += " Try a smaller step h."
+        raise IntegrationError(msg, traj)
     if traj.status == "step-too-small":
         raise IntegrationError(
             f"the adaptive step fell to{step} at t = {traj.t_final:g}, below the resolution of t "

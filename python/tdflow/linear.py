@@ -462,6 +462,8 @@ class DeepLinearFlow:
                 update, 0.1,
             )
         trim_records(raw, n_rec)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf for a start that overflows
+            scale = self._imbalance_scale(layers0)
         imbalances = None
         if save_imbalances:
             flat, imbalances, k = raw["imbalances"], [], 0
@@ -472,12 +474,24 @@ class DeepLinearFlow:
         traj = LinearTrajectory(
             t=raw["t"], loss=raw["loss"], gap=raw["gap"], grad_norm_sq=raw["grad_norm_sq"],
             layers=self.unpack(raw["theta"]), f_star=self.f_star,
-            imbalance_scale=self._imbalance_scale(layers0), products=raw.get("products"),
+            imbalance_scale=scale, products=raw.get("products"),
             imbalances=imbalances, states=raw.get("states"), status=raw["status"],
             t_final=raw["t_final"], method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
         )
-        check_outcome(traj, raw["error"], h_last=raw.get("h_last"),
-                      size=f"largest layer norm {largest_column_norm(raw['theta']):.3g}",
-                      growth=f"the right-hand side grows like ||W_l||^{2 * self.depth - 1}")
+        check_outcome(traj, raw["error"], **self._diagnosis(traj, raw))
         return traj
+
+    def _diagnosis(self, traj: LinearTrajectory, raw: dict) -> dict:
+        """What check_outcome says about a run that failed in the core (NaN/Inf, tiny step)."""
+        if raw.get("error") is not None or traj.status not in ("non-finite", "step-too-small"):
+            return {}
+        overflows = False
+        if traj.status == "non-finite":
+            try:
+                self._core.rhs(raw["theta"])
+            except ValueError:
+                overflows = True
+        return dict(h_last=raw.get("h_last"), rhs_overflows=overflows,
+                    size=f"largest layer norm {largest_column_norm(raw['theta']):.3g}",
+                    growth=f"it grows like ||W_l||^{2 * self.depth - 1}")
