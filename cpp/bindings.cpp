@@ -83,9 +83,10 @@ double largest_column_norm(const Eigen::Ref<const Mat>& X) {
 }
 
 // A result that overflowed double precision (finite inputs, Inf/NaN out) is refused with the
-// sizes that caused it, never handed back as Inf/NaN.
-void require_finite(bool finite, const std::string& what, const std::string& sizes) {
-  if (!finite) throw py::value_error(what + " overflows double precision (" + sizes + ")");
+// sizes that caused it (sizes(): only computed then), never handed back as Inf/NaN.
+template <class Sizes>
+void require_finite(bool finite, const char* what, Sizes&& sizes) {
+  if (!finite) throw py::value_error(std::string(what) + " overflows double precision (" + sizes() + ")");
 }
 
 MatMap mat_of(const FArray& a) {
@@ -125,7 +126,7 @@ Mat contract_py(py::handle Z, py::handle c, py::handle V, int order) {
     py::gil_scoped_release release;
     contract(t.parts(), mat_of(v), order - 1, out);
   }
-  require_finite(out.allFinite(), "T(v^{l-1}, I)", t.sizes("V", v));
+  require_finite(out.allFinite(), "T(v^{l-1}, I)", [&] { return t.sizes("V", v); });
   return out;
 }
 
@@ -139,8 +140,9 @@ Mat contract_mixed_py(py::handle Z, py::handle c, py::handle V, py::handle U, in
     py::gil_scoped_release release;
     contract_mixed(t.parts(), mat_of(v), mat_of(u), order - 2, out);
   }
-  require_finite(out.allFinite(), "T(v^{l-2}, u, I)",
-                 t.sizes("V", v) + ", of U " + num(largest_column_norm(mat_of(u))));
+  require_finite(out.allFinite(), "T(v^{l-2}, u, I)", [&] {
+    return t.sizes("V", v) + ", of U " + num(largest_column_norm(mat_of(u)));
+  });
   return out;
 }
 
@@ -153,7 +155,7 @@ Vec evaluate_py(py::handle Z, py::handle c, py::handle V, int order) {
     py::gil_scoped_release release;
     evaluate(t.parts(), mat_of(v), order, out);
   }
-  require_finite(out.allFinite(), "T(v^l)", t.sizes("V", v));
+  require_finite(out.allFinite(), "T(v^l)", [&] { return t.sizes("V", v); });
   return out;
 }
 
@@ -167,7 +169,7 @@ double inner_py(py::handle Z1, py::handle c1, py::handle Z2, py::handle c2, int 
     py::gil_scoped_release release;
     v = inner(a.parts(), b.parts(), order);
   }
-  require_finite(std::isfinite(v), "<T1, T2>", a.sizes("Z2", b.Z));
+  require_finite(std::isfinite(v), "<T1, T2>", [&] { return a.sizes("Z2", b.Z); });
   return v;
 }
 
@@ -179,7 +181,7 @@ double norm_squared_py(py::handle Z, py::handle c, int order) {
     py::gil_scoped_release release;
     v = norm_squared(t.parts(), order);
   }
-  require_finite(std::isfinite(v), "||T||_F^2", t.sizes("Z", t.Z));
+  require_finite(std::isfinite(v), "||T||_F^2", [&] { return t.sizes("Z", t.Z); });
   return v;
 }
 
@@ -366,22 +368,29 @@ struct PyDeflationFlow {
 
   Mat state(py::handle W, const char* name = "W") const { return Mat(mat_of(view(W, name))); }
 
-  // Why a result overflowed: the size of the largest column.
-  static std::string column_sizes(const Eigen::Ref<const Mat>& W) {
-    return "largest column norm of W " + num(largest_column_norm(W));
+  // Scratch for evaluations called from Python: one workspace per thread, so that threads
+  // sharing this object never share scratch and repeated calls from one thread allocate nothing.
+  static DeflationFlow::Workspace& workspace() {
+    thread_local DeflationFlow::Workspace ws;
+    return ws;
   }
 
-  // Each call has its own workspace, so that threads may share this object.
+  // Why a result overflowed: the size of the largest column, and how the result grows.
+  static auto sizes(const FArray& w, const char* growth = "") {
+    return [&w, growth] {
+      return "largest column norm of W " + num(largest_column_norm(mat_of(w))) + growth;
+    };
+  }
+
   Mat rhs(py::handle W) {
     FArray w = view(W);
     Mat dW;
     {
       py::gil_scoped_release release;
-      DeflationFlow::Workspace ws;
-      flow.rhs(mat_of(w), dW, ws);
+      flow.rhs(mat_of(w), dW, workspace());
     }
     require_finite(dW.allFinite(), "the right-hand side",
-                   column_sizes(mat_of(w)) + "; it grows like ||w||^3 and overflows from about 1e102");
+                   sizes(w, "; it grows like ||w||^3 and overflows from about 1e102"));
     return dW;
   }
   double loss(py::handle W) {
@@ -389,11 +398,10 @@ struct PyDeflationFlow {
     double v;
     {
       py::gil_scoped_release release;
-      DeflationFlow::Workspace ws;
-      v = flow.loss(mat_of(w), ws);
+      v = flow.loss(mat_of(w), workspace());
     }
     require_finite(std::isfinite(v), "the loss",
-                   column_sizes(mat_of(w)) + "; it grows like ||w||^4 and overflows from about 1e77");
+                   sizes(w, "; it grows like ||w||^4 and overflows from about 1e77"));
     return v;
   }
   double residual_norm(py::handle W) {
@@ -401,11 +409,10 @@ struct PyDeflationFlow {
     double v;
     {
       py::gil_scoped_release release;
-      DeflationFlow::Workspace ws;
-      v = std::sqrt(flow.residual_norm_squared(mat_of(w), ws));
+      v = std::sqrt(flow.residual_norm_squared(mat_of(w), workspace()));
     }
     require_finite(std::isfinite(v), "||T - T*||_F",
-                   column_sizes(mat_of(w)) + "; ||T||_F^2 grows like ||w||^4 and overflows from about 1e77");
+                   sizes(w, "; ||T||_F^2 grows like ||w||^4 and overflows from about 1e77"));
     return v;
   }
   Vec directional_residual(py::handle W) {
@@ -413,10 +420,9 @@ struct PyDeflationFlow {
     Vec v;
     {
       py::gil_scoped_release release;
-      DeflationFlow::Workspace ws;
-      v = flow.directional_residual(mat_of(w), ws);
+      v = flow.directional_residual(mat_of(w), workspace());
     }
-    require_finite(v.allFinite(), "the directional residual", column_sizes(mat_of(w)));
+    require_finite(v.allFinite(), "the directional residual", sizes(w));
     return v;
   }
 
@@ -567,7 +573,7 @@ struct PyDeepLinearFlow {
       flow.rhs(th, d);
     }
     require_finite(d.allFinite(), "the right-hand side",
-                   "largest layer norm " + num(largest_column_norm(th)));
+                   [&] { return "largest layer norm " + num(largest_column_norm(th)); });
     return d;
   }
 

@@ -78,6 +78,7 @@ class ActiveSet {
   const std::vector<Index>& select(const Vec& norms, double budget) {
     const Index m = norms.size();
     active_.clear();
+    active_.reserve(m);
     double total = 0.0, smallest = std::numeric_limits<double>::infinity();
     for (Index j = 0; j < m; ++j) {
       const double n2 = norms[j] * norms[j];
