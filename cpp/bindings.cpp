@@ -6,11 +6,18 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #include "tdflow/cp_tensor.hpp"
 #include "tdflow/flow.hpp"
@@ -62,6 +69,26 @@ FArray as_real_array(py::handle obj, const char* name, int ndim, py::ssize_t row
   return f;
 }
 
+std::string num(double x) {
+  std::ostringstream s;
+  s.precision(3);
+  s << x;
+  return s.str();
+}
+
+double largest_column_norm(const Eigen::Ref<const Mat>& X) {
+  double n = 0.0;
+  for (Index j = 0; j < X.cols(); ++j) n = std::max(n, X.col(j).stableNorm());
+  return n;
+}
+
+// A result that overflowed double precision (finite inputs, Inf/NaN out) is refused with the
+// sizes that caused it (sizes(): only computed then), never handed back as Inf/NaN.
+template <class Sizes>
+void require_finite(bool finite, const char* what, Sizes&& sizes) {
+  if (!finite) throw py::value_error(std::string(what) + " overflows double precision (" + sizes() + ")");
+}
+
 MatMap mat_of(const FArray& a) {
   return MatMap(a.data(), a.shape(0), a.ndim() == 2 ? a.shape(1) : 1);
 }
@@ -81,6 +108,13 @@ struct CPArgs {
   }
   Parts parts() const { return {Part(Z.data(), Z.shape(0), Z.shape(1), c.data())}; }
   py::ssize_t dim() const { return Z.shape(0); }
+
+  // the sizes that make a contraction overflow
+  std::string sizes(const char* vname, const FArray& v) const {
+    return "largest |c_j| " + num(vec_of(c).cwiseAbs().maxCoeff()) + ", largest column norm of Z " +
+           num(largest_column_norm(mat_of(Z))) + ", of " + vname + " " +
+           num(largest_column_norm(mat_of(v)));
+  }
 };
 
 Mat contract_py(py::handle Z, py::handle c, py::handle V, int order) {
@@ -88,8 +122,11 @@ Mat contract_py(py::handle Z, py::handle c, py::handle V, int order) {
   CPArgs t(Z, c, "Z", "c");
   FArray v = as_real_array(V, "V", 2, t.dim());
   Mat out;
-  py::gil_scoped_release release;
-  contract(t.parts(), mat_of(v), order - 1, out);
+  {
+    py::gil_scoped_release release;
+    contract(t.parts(), mat_of(v), order - 1, out);
+  }
+  require_finite(out.allFinite(), "T(v^{l-1}, I)", [&] { return t.sizes("V", v); });
   return out;
 }
 
@@ -99,8 +136,13 @@ Mat contract_mixed_py(py::handle Z, py::handle c, py::handle V, py::handle U, in
   FArray v = as_real_array(V, "V", 2, t.dim());
   FArray u = as_real_array(U, "U", 2, t.dim(), v.shape(1));
   Mat out;
-  py::gil_scoped_release release;
-  contract_mixed(t.parts(), mat_of(v), mat_of(u), order - 2, out);
+  {
+    py::gil_scoped_release release;
+    contract_mixed(t.parts(), mat_of(v), mat_of(u), order - 2, out);
+  }
+  require_finite(out.allFinite(), "T(v^{l-2}, u, I)", [&] {
+    return t.sizes("V", v) + ", of U " + num(largest_column_norm(mat_of(u)));
+  });
   return out;
 }
 
@@ -109,8 +151,11 @@ Vec evaluate_py(py::handle Z, py::handle c, py::handle V, int order) {
   CPArgs t(Z, c, "Z", "c");
   FArray v = as_real_array(V, "V", 2, t.dim());
   Vec out;
-  py::gil_scoped_release release;
-  evaluate(t.parts(), mat_of(v), order, out);
+  {
+    py::gil_scoped_release release;
+    evaluate(t.parts(), mat_of(v), order, out);
+  }
+  require_finite(out.allFinite(), "T(v^l)", [&] { return t.sizes("V", v); });
   return out;
 }
 
@@ -119,35 +164,47 @@ double inner_py(py::handle Z1, py::handle c1, py::handle Z2, py::handle c2, int 
   CPArgs a(Z1, c1, "Z1", "c1"), b(Z2, c2, "Z2", "c2");
   if (a.dim() != b.dim())
     throw py::value_error("Z1 and Z2 must have the same number of rows d");
-  py::gil_scoped_release release;
-  return inner(a.parts(), b.parts(), order);
+  double v;
+  {
+    py::gil_scoped_release release;
+    v = inner(a.parts(), b.parts(), order);
+  }
+  require_finite(std::isfinite(v), "<T1, T2>", [&] { return a.sizes("Z2", b.Z); });
+  return v;
 }
 
 double norm_squared_py(py::handle Z, py::handle c, int order) {
   check_order(order);
   CPArgs t(Z, c, "Z", "c");
-  py::gil_scoped_release release;
-  return norm_squared(t.parts(), order);
+  double v;
+  {
+    py::gil_scoped_release release;
+    v = norm_squared(t.parts(), order);
+  }
+  require_finite(std::isfinite(v), "||T||_F^2", [&] { return t.sizes("Z", t.Z); });
+  return v;
 }
 
-// Calls back into Python at most every `interval` seconds: checks for Ctrl-C and runs the
-// progress callback. Any Python error stops the run and is handed back with the partial result.
+// Calls back into Python from a run that holds no GIL: checks for Ctrl-C at most every
+// kSignalInterval seconds (also from poll(), on rejected steps) and runs the progress callback
+// at most every `interval` seconds. Any Python error stops the run and is handed back with the
+// partial result. Used by one thread at a time.
 class Ticker {
  public:
-  Ticker(std::optional<py::function> cb, double interval) : cb_(std::move(cb)), interval_(interval) {
-    last_ = std::chrono::steady_clock::now();
+  static constexpr double kSignalInterval = 0.1;
+  Ticker(std::optional<py::function> cb, double interval)
+      : cb_(std::move(cb)), interval_(interval), check_every_(std::min(interval, kSignalInterval)) {
+    last_check_ = last_report_ = std::chrono::steady_clock::now();
   }
-  bool operator()(double t) {
-    const auto now = std::chrono::steady_clock::now();
-    if (std::chrono::duration<double>(now - last_).count() < interval_) return false;
-    last_ = now;
-    return call(t);
-  }
-  bool call(double t) {
+  // after an accepted step at time t (or, for a batch, with the number of finished runs)
+  bool operator()(double t) { return due(true, t); }
+  // after a rejected step: signals only
+  bool poll() { return due(false, 0.0); }
+  bool call(double t, bool report = true) {
     py::gil_scoped_acquire gil;
     try {
       if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-      if (cb_) (*cb_)(t);
+      if (report && cb_) (*cb_)(t);
     } catch (py::error_already_set& e) {
       error_ = py::reinterpret_borrow<py::object>(e.value());
       return true;
@@ -157,9 +214,19 @@ class Ticker {
   py::object error() const { return error_; }
 
  private:
+  bool due(bool progress, double t) {
+    const auto now = std::chrono::steady_clock::now();
+    if (std::chrono::duration<double>(now - last_check_).count() < check_every_) return false;
+    last_check_ = now;
+    const bool report =
+        progress && std::chrono::duration<double>(now - last_report_).count() >= interval_;
+    if (report) last_report_ = now;
+    return call(t, report);
+  }
+
   std::optional<py::function> cb_;
-  double interval_;
-  std::chrono::steady_clock::time_point last_;
+  double interval_, check_every_;
+  std::chrono::steady_clock::time_point last_check_, last_report_;
   py::object error_ = py::none();
 };
 
@@ -189,6 +256,7 @@ void put_outcome(py::dict& out, const Outcome& o) {
   out["n_steps"] = o.steps;
   out["n_rhs"] = o.rhs_evals;
   out["n_rejected"] = o.rejected;
+  out["h_last"] = o.h;
 }
 
 // Validated stepping options and recording times, shared by every integrate entry point.
@@ -211,6 +279,7 @@ struct StepArgs {
     }
     if (!is_adaptive(method) && !(h > 0 && std::isfinite(h)))
       throw py::value_error("h must be finite and > 0 for a fixed-step method");
+    if (!is_adaptive(method)) detail::check_step_count(h, t0, t_eval.back());
     if (is_adaptive(method) && (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0)))
       throw py::value_error("rtol and atol must be >= 0 and not both 0");
     if (!(h_max > 0)) throw py::value_error("h_max must be > 0");
@@ -238,12 +307,12 @@ struct Records {
   Outcome outcome;
   std::string error;  // a C++ exception from a batch member
 
-  void observe(DeflationFlow& flow, const RunArgs& args, double t, const Mat& W) {
+  void observe(DeflationSystem& sys, const RunArgs& args, double t, const Mat& W) {
     ts.push_back(t);
-    const double rn2 = flow.residual_norm_squared(W);
+    const double rn2 = sys.residual_norm_squared(W);
     rnorms.push_back(std::sqrt(rn2));
-    losses.push_back(0.5 * rn2 + 0.5 * flow.lam() * W.squaredNorm());
-    const Vec dr = flow.directional_residual(W);
+    losses.push_back(0.5 * rn2 + 0.5 * sys.flow().lam() * W.squaredNorm());
+    const Vec dr = sys.directional_residual(W);
     dirs.insert(dirs.end(), dr.data(), dr.data() + dr.size());
     if (args.save_norms) {
       const Vec n = W.colwise().norm().transpose();
@@ -299,27 +368,62 @@ struct PyDeflationFlow {
 
   Mat state(py::handle W, const char* name = "W") const { return Mat(mat_of(view(W, name))); }
 
+  // Scratch for evaluations called from Python: one workspace per thread, so that threads
+  // sharing this object never share scratch and repeated calls from one thread allocate nothing.
+  static DeflationFlow::Workspace& workspace() {
+    thread_local DeflationFlow::Workspace ws;
+    return ws;
+  }
+
+  // Why a result overflowed: the size of the largest column, and how the result grows.
+  static auto sizes(const FArray& w, const char* growth = "") {
+    return [&w, growth] {
+      return "largest column norm of W " + num(largest_column_norm(mat_of(w))) + growth;
+    };
+  }
+
   Mat rhs(py::handle W) {
     FArray w = view(W);
     Mat dW;
-    py::gil_scoped_release release;
-    flow.rhs(mat_of(w), dW);
+    {
+      py::gil_scoped_release release;
+      flow.rhs(mat_of(w), dW, workspace());
+    }
+    require_finite(dW.allFinite(), "the right-hand side",
+                   sizes(w, "; it grows like ||w||^3 and overflows from about 1e102"));
     return dW;
   }
   double loss(py::handle W) {
     FArray w = view(W);
-    py::gil_scoped_release release;
-    return flow.loss(mat_of(w));
+    double v;
+    {
+      py::gil_scoped_release release;
+      v = flow.loss(mat_of(w), workspace());
+    }
+    require_finite(std::isfinite(v), "the loss",
+                   sizes(w, "; it grows like ||w||^4 and overflows from about 1e77"));
+    return v;
   }
   double residual_norm(py::handle W) {
     FArray w = view(W);
-    py::gil_scoped_release release;
-    return flow.residual_norm(mat_of(w));
+    double v;
+    {
+      py::gil_scoped_release release;
+      v = std::sqrt(flow.residual_norm_squared(mat_of(w), workspace()));
+    }
+    require_finite(std::isfinite(v), "||T - T*||_F",
+                   sizes(w, "; ||T||_F^2 grows like ||w||^4 and overflows from about 1e77"));
+    return v;
   }
   Vec directional_residual(py::handle W) {
     FArray w = view(W);
-    py::gil_scoped_release release;
-    return flow.directional_residual(mat_of(w));
+    Vec v;
+    {
+      py::gil_scoped_release release;
+      v = flow.directional_residual(mat_of(w), workspace());
+    }
+    require_finite(v.allFinite(), "the directional residual", sizes(w));
+    return v;
   }
 
   py::dict integrate(py::handle W0, double t0, py::handle t_eval, const std::string& method,
@@ -332,10 +436,11 @@ struct PyDeflationFlow {
     Ticker ticker(std::move(progress), progress_interval);
     {
       py::gil_scoped_release release;
+      DeflationSystem sys(flow);
       rec.outcome = tdflow::integrate(
-          flow, args.method, W, args.t0, args.t_eval, args.opt,
-          [&](double t, const Mat& Wt) { rec.observe(flow, args, t, Wt); },
-          [&](double t) { return ticker(t); });
+          sys, args.method, W, args.t0, args.t_eval, args.opt,
+          [&](double t, const Mat& Wt) { rec.observe(sys, args, t, Wt); },
+          [&](double t) { return ticker(t); }, [&]() { return ticker.poll(); });
     }
     if (rec.outcome.status == Status::Finished) ticker.call(rec.outcome.t);  // final update
     py::dict out = rec.to_dict(args, W, flow.target().rank());
@@ -345,9 +450,13 @@ struct PyDeflationFlow {
 
   // Independent replicas (one d x m initial state each, W0s of shape (n, d, m)), run in parallel
   // over replicas, each one serially: for problems too small to split one right-hand side.
-  py::list integrate_batch(py::handle W0s_obj, double t0, py::handle t_eval,
-                           const std::string& method, double h, double rtol, double atol,
-                           double h_max, long max_steps, bool save_norms, bool save_states) {
+  // The calling thread also watches for Ctrl-C and reports progress (the number of finished
+  // replicas); a Python error stops every replica at its next step and the runs come back as
+  // they are, None for those never started. Returns (runs, error).
+  py::tuple integrate_batch(py::handle W0s_obj, double t0, py::handle t_eval,
+                            const std::string& method, double h, double rtol, double atol,
+                            double h_max, long max_steps, bool save_norms, bool save_states,
+                            std::optional<py::function> progress, double progress_interval) {
     py::array W0s = py::array::ensure(W0s_obj);
     if (!W0s || W0s.ndim() != 3)
       throw py::value_error("W0s must be a 3-D array (replicas, d, m)");
@@ -357,32 +466,73 @@ struct PyDeflationFlow {
     for (py::ssize_t i = 0; i < n; ++i) Ws.push_back(state(W0s[py::int_(i)], "W0s[i]"));
     const RunArgs args(t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms, save_states);
     std::vector<Records> recs(n);
-    {
-      py::gil_scoped_release release;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
-#endif
-      for (py::ssize_t i = 0; i < n; ++i) {
-        try {
-          DeflationFlow local(flow);  // own workspace per replica
-          recs[i].outcome = tdflow::integrate(
-              local, args.method, Ws[i], args.t0, args.t_eval, args.opt,
-              [&](double t, const Mat& Wt) { recs[i].observe(local, args, t, Wt); },
-              [](double) { return false; });
-        } catch (const std::exception& e) {
-          recs[i].error = e.what();
-          recs[i].outcome.status = Status::Stopped;
+    std::vector<char> started(n, 0);
+    Ticker ticker(std::move(progress), progress_interval);
+    std::atomic<py::ssize_t> next{0}, finished{0};
+    std::atomic<bool> stop{false};
+    std::mutex mutex;
+    std::condition_variable all_done;
+    // the calling thread checks signals and reports progress; every thread obeys `stop`
+    auto check = [&](bool caller) {
+      if (caller && ticker(static_cast<double>(finished.load()))) stop = true;
+      return stop.load(std::memory_order_relaxed);
+    };
+    auto worker = [&](bool caller) {
+      for (py::ssize_t i; (i = next.fetch_add(1)) < n;) {
+        if (!stop.load()) {
+          started[i] = 1;
+          try {
+            DeflationSystem sys(flow);  // own workspace per replica
+            recs[i].outcome = tdflow::integrate(
+                sys, args.method, Ws[i], args.t0, args.t_eval, args.opt,
+                [&](double t, const Mat& Wt) { recs[i].observe(sys, args, t, Wt); },
+                [&](double) { return check(caller); }, [&]() { return check(caller); });
+          } catch (const std::exception& e) {
+            recs[i].error = e.what();
+            recs[i].outcome.status = Status::Stopped;
+          }
+        }
+        if (finished.fetch_add(1) + 1 == n) {
+          std::lock_guard<std::mutex> lock(mutex);
+          all_done.notify_all();
         }
       }
+      if (!caller) return;
+      std::unique_lock<std::mutex> lock(mutex);  // the others' last replicas
+      while (finished.load() < n) {
+        all_done.wait_for(lock, std::chrono::milliseconds(20));
+        lock.unlock();
+        check(true);
+        lock.lock();
+      }
+    };
+    {
+      py::gil_scoped_release release;
+      const int nt = n > 1 ? static_cast<int>(std::min<py::ssize_t>(max_threads(), n)) : 1;
+#ifdef _OPENMP
+      if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        worker(omp_get_thread_num() == 0);
+      } else {
+        worker(true);
+      }
+#else
+      worker(true);
+#endif
     }
+    if (!stop.load()) ticker.call(static_cast<double>(n));  // final update
     py::list out;
     for (py::ssize_t i = 0; i < n; ++i) {
       if (!recs[i].error.empty()) throw std::runtime_error("replica " + std::to_string(i) + ": " + recs[i].error);
+      if (!started[i]) {
+        out.append(py::none());
+        continue;
+      }
       py::dict dct = recs[i].to_dict(args, Ws[i], flow.target().rank());
       dct["error"] = py::none();
       out.append(dct);
     }
-    return out;
+    return py::make_tuple(out, ticker.error());
   }
 };
 
@@ -418,8 +568,12 @@ struct PyDeepLinearFlow {
 
   Mat rhs(py::handle theta) {
     Mat th = state(theta), d;
-    py::gil_scoped_release release;
-    flow.rhs(th, d);
+    {
+      py::gil_scoped_release release;
+      flow.rhs(th, d);
+    }
+    require_finite(d.allFinite(), "the right-hand side",
+                   [&] { return "largest layer norm " + num(largest_column_norm(th)); });
     return d;
   }
 
@@ -456,7 +610,7 @@ struct PyDeepLinearFlow {
     {
       py::gil_scoped_release release;
       res = tdflow::integrate(flow, args.method, theta, args.t0, args.t_eval, args.opt, observe,
-                              [&](double t) { return ticker(t); });
+                              [&](double t) { return ticker(t); }, [&]() { return ticker.poll(); });
     }
     if (res.status == Status::Finished) ticker.call(res.t);
 
@@ -522,10 +676,12 @@ py::dict integrate_joins_py(PyDeflationFlow& self, py::handle W0, double t0, py:
   {
     py::gil_scoped_release release;
     auto base_tick = [&](double t) { return ticker(t); };
+    DeflationSystem sys(self.flow);
     WatchedTick<DeflationWatch, decltype(base_tick)> tick{watch, base_tick};
     rec.outcome = tdflow::integrate(
-        self.flow, args.method, W, args.t0, args.t_eval, args.opt,
-        [&](double t, const Mat& Wt) { rec.observe(self.flow, args, t, Wt); }, tick);
+        sys, args.method, W, args.t0, args.t_eval, args.opt,
+        [&](double t, const Mat& Wt) { rec.observe(sys, args, t, Wt); }, tick,
+        [&]() { return ticker.poll(); });
   }
   if (rec.outcome.status == Status::Finished) ticker.call(rec.outcome.t);
   py::dict out = rec.to_dict(args, W, target.rank());
@@ -607,15 +763,29 @@ PYBIND11_MODULE(_core, mod) {
   mod.attr("__version__") = TDFLOW_STR(VERSION_INFO);
 #endif
   mod.attr("has_openmp") = has_openmp();
+  set_max_threads(max_threads());  // the OpenMP default, now process-wide
+#if defined(__unix__) || defined(__APPLE__)
+  pthread_atfork(&before_fork, nullptr, &in_forked_child);  // forked children can use threads
+#endif
   mod.def("_pair_rounds", &detail::pair_rounds, py::arg("n_blocks"),
           "The round-robin schedule of contract_self_add (for tests).");
   mod.def("_self_block", &detail::self_block, py::arg("k"),
           "Block edge contract_self_add uses for k columns (for tests).");
+  mod.def("_team_size", [] {
+    std::atomic<int> n{1};
+    parallel_blocks(64, 1e12, [&](Index) {
+#ifdef _OPENMP
+      int k = omp_get_num_threads(), cur = n.load();
+      while (k > cur && !n.compare_exchange_weak(cur, k)) {}
+#endif
+    });
+    return n.load();
+  }, "Threads in the team of a large parallel loop started from the calling thread (for tests).");
   mod.def("tableau", &tableau, py::arg("method"),
           "Coefficients of an adaptive method ('dopri5' or 'dop853') as lists of floats.");
-  mod.def("get_max_threads", &max_threads, "Number of OpenMP threads the core uses.");
+  mod.def("get_max_threads", &max_threads, "Number of OpenMP threads the core uses (process-wide).");
   mod.def("set_max_threads", &set_max_threads, py::arg("n"),
-          "Set the number of OpenMP threads (process-wide).");
+          "Set the number of OpenMP threads for every thread of the process.");
 
   mod.def("contract", &contract_py, py::arg("Z"), py::arg("c"), py::arg("V"), py::arg("order"),
           "T(v^{l-1}, I) for every column v of V, T = sum_j c_j z_j^{(x)l}. Returns d x m.");
@@ -649,7 +819,8 @@ PYBIND11_MODULE(_core, mod) {
            py::arg("save_states"), py::arg("progress"), py::arg("progress_interval"))
       .def("integrate_batch", &PyDeflationFlow::integrate_batch, py::arg("W0s"), py::arg("t0"),
            py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
-           py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"));
+           py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"),
+           py::arg("progress"), py::arg("progress_interval"));
 
   py::class_<PyDeepLinearFlow>(mod, "DeepLinearFlow")
       .def(py::init<const std::vector<long>&, py::handle, py::handle>(), py::arg("dims"),

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import List, Optional, Sequence
 
@@ -161,30 +162,35 @@ class GradientFlow:
         return W
 
     def rhs(self, W) -> np.ndarray:
-        """``-grad L(W)`` (d x m)."""
+        """``-grad L(W)`` (d x m).
+
+        Raises ValueError when it overflows double precision (it grows like ``||w||^3``: from
+        column norms of about 1e102), as :meth:`loss` and the other evaluations do."""
         if self._torch is not None:
-            tf = self._torch
-            return tf.to_host(tf.rhs(tf.to_device(self._state(W))))
+            tf, W = self._torch, self._state(W)
+            return _finite(tf.to_host(tf.rhs(tf.to_device(W))), "the right-hand side", W)
         return self._core.rhs(W)  # the core validates (same messages) without a second pass
 
     def loss(self, W) -> float:
         """``1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2``."""
         if self._torch is not None:
-            return self._torch.loss(self._torch.to_device(self._state(W)))
+            W = self._state(W)
+            return _finite(self._torch.loss(self._torch.to_device(W)), "the loss", W)
         return float(self._core.loss(W))
 
     def residual_norm(self, W) -> float:
         """``||T - T*||_F``; never negative (rounding limits it to about ``sqrt(l eps) ||T*||_F``)."""
         if self._torch is not None:
-            tf = self._torch
-            return float(np.sqrt(tf.residual_norm_squared(tf.to_device(self._state(W)))))
+            tf, W = self._torch, self._state(W)
+            return _finite(math.sqrt(tf.residual_norm_squared(tf.to_device(W))), "||T - T*||_F", W)
         return float(self._core.residual_norm(W))
 
     def directional_residual(self, W) -> np.ndarray:
         """``(T* - T)(u_i^{(x)l})`` for each target direction ``i``."""
         if self._torch is not None:
-            tf = self._torch
-            return tf.directional_residual(tf.to_device(self._state(W))).cpu().numpy()
+            tf, W = self._torch, self._state(W)
+            out = tf.directional_residual(tf.to_device(W)).cpu().numpy()
+            return _finite(out, "the directional residual", W)
         return self._core.directional_residual(W)
 
     def model(self, W) -> CPTensor:
@@ -223,7 +229,10 @@ class GradientFlow:
             Euler with step ``h`` (required; shortened where needed so that every recording
             time is hit exactly).
         t_eval : array, optional
-            Recording times inside ``t_span`` (default: ``n_records`` evenly spaced times).
+            Recording times inside ``t_span`` (default: ``n_records`` evenly spaced times). As
+            in SciPy's ``solve_ivp``, the run always covers all of ``t_span``: when ``t_eval``
+            ends before ``t1``, nothing is recorded after its last time, but ``W`` and
+            ``t_final`` are those of ``t1``.
         max_step : float
             Upper bound on the adaptive step.
         max_steps : int
@@ -242,20 +251,22 @@ class GradientFlow:
         ------
         IntegrationError
             A step gave NaN/Inf (or the adaptive step collapsed); ``err.trajectory`` keeps the
-            records so far and the last finite state.
+            records so far and the last finite state. The message names the cause: a start so
+            large that the right-hand side overflows (it grows like ``||w||^3``: from column
+            norms of about 1e102), a fixed step too large, or a flow too fast to resolve.
         KeyboardInterrupt
             Re-raised with the partial trajectory as its ``trajectory`` attribute.
         """
         W0 = self._state(W0, "W0")
-        t0, t1, args = self._run_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step,
-                                      max_steps, save_norms, save_states)
+        t0, t1, args, n_rec = self._run_args(t_span, method, h, rtol, atol, t_eval, n_records,
+                                             max_step, max_steps, save_norms, save_states)
         start = time.perf_counter()
         desc = f"{method} d={W0.shape[0]} m={W0.shape[1]}"
         with progress_bar(t0, t1, enabled=progress, desc=desc) as update:
             run = self._core.integrate if self._torch is None else self._torch.integrate
             raw = run(W0, t0, *args, update, 0.1)
-        traj = self._trajectory(raw, method, time.perf_counter() - start)
-        check_outcome(traj, raw["error"])
+        traj = self._trajectory(trim_records(raw, n_rec), method, time.perf_counter() - start)
+        check_outcome(traj, raw["error"], **self._diagnosis(traj, raw))
         return traj
 
     def integrate_batch(
@@ -282,7 +293,11 @@ class GradientFlow:
         Results equal those of :meth:`integrate` replica by replica, bitwise. Options as in
         :meth:`integrate`; the progress bar counts finished replicas. Raises
         :class:`IntegrationError` for the first failed replica, with the others' trajectories in
-        ``err.trajectories``.
+        ``err.trajectories``. Ctrl-C (or an error in the progress bar) stops every replica at
+        its next step and raises ``KeyboardInterrupt`` whose ``trajectories`` attribute holds
+        each replica's trajectory: finished ones with ``status == "finished"``, interrupted ones
+        ``"stopped"`` with what they recorded and their last state, and None for replicas that
+        had not started.
         """
         if self._torch is not None:
             raise NotImplementedError(
@@ -291,20 +306,25 @@ class GradientFlow:
         W0s = real_array(W0s, "W0s", 3, (None, self.target.dim, None), order="C")
         if W0s.shape[0] < 1 or W0s.shape[2] < 1:
             raise ValueError(f"W0s must hold n >= 1 replicas of m >= 1 columns, got shape {W0s.shape}")
-        t0, t1, args = self._run_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step,
-                                      max_steps, save_norms, save_states)
-        chunk = max(1, 2 * _core.get_max_threads())  # progress and Ctrl-C between chunks
-        trajs: List[Trajectory] = []
-        with tqdm_replicas(W0s.shape[0], progress) as bar:
-            for i in range(0, W0s.shape[0], chunk):
-                start = time.perf_counter()
-                raws = self._core.integrate_batch(W0s[i : i + chunk], t0, *args)
-                wall = (time.perf_counter() - start) / len(raws)
-                trajs.extend(self._trajectory(raw, method, wall) for raw in raws)
-                bar.update(len(raws))
-        for k, traj in enumerate(trajs):
+        t0, t1, args, n_rec = self._run_args(t_span, method, h, rtol, atol, t_eval, n_records,
+                                             max_step, max_steps, save_norms, save_states)
+        n = W0s.shape[0]
+        with tqdm_replicas(n, progress) as bar:
+            def update(done: float) -> None:
+                bar.update(int(done) - bar.n)
+
+            start = time.perf_counter()
+            raws, error = self._core.integrate_batch(W0s, t0, *args, update, 0.1)
+            wall = (time.perf_counter() - start) / n
+        trajs: List[Optional[Trajectory]] = [
+            None if raw is None else self._trajectory(trim_records(raw, n_rec), method, wall)
+            for raw in raws]
+        if error is not None:
+            error.trajectories = trajs
+            raise error
+        for k, (traj, raw) in enumerate(zip(trajs, raws)):
             try:
-                check_outcome(traj)
+                check_outcome(traj, **self._diagnosis(traj, raw))
             except IntegrationError as err:
                 err.args = (f"replica {k}: {err.args[0]}",)
                 err.trajectories = trajs
@@ -313,8 +333,23 @@ class GradientFlow:
 
     def _run_args(self, t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps,
                   save_norms, save_states):
-        t0, t1, args = solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps)
-        return t0, t1, args + (bool(save_norms), bool(save_states))
+        t0, t1, args, n_rec = solver_args(t_span, method, h, rtol, atol, t_eval, n_records,
+                                          max_step, max_steps)
+        return t0, t1, args + (bool(save_norms), bool(save_states)), n_rec
+
+    def _diagnosis(self, traj: "Trajectory", raw: dict) -> dict:
+        """What check_outcome says about a run that failed in the core (NaN/Inf, tiny step)."""
+        if raw.get("error") is not None or traj.status not in ("non-finite", "step-too-small"):
+            return {}
+        overflows = False
+        if traj.status == "non-finite":
+            try:
+                self.rhs(traj.W)
+            except ValueError:
+                overflows = True
+        return dict(h_last=raw.get("h_last"), rhs_overflows=overflows,
+                    size=f"largest column norm {largest_column_norm(traj.W):.3g}",
+                    growth="it grows like ||w||^3, from column norms of about 1e102 on")
 
     def _trajectory(self, raw: dict, method: str, wall_time: float) -> Trajectory:
         return Trajectory(
@@ -327,11 +362,26 @@ class GradientFlow:
         )
 
 
+# Longest step budget the core can count (a C long).
+MAX_STEPS = 2**62
+
+
+def _finite(x, what: str, W):
+    """``x``, or the core's ValueError when it overflowed (for the torch backend)."""
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{what} overflows double precision (largest column norm of W "
+                         f"{largest_column_norm(W):.3g})")
+    return x
+
+
 def solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps):
     """Validate the stepping options shared by every ``integrate``.
 
-    Returns ``(t0, t1, (t_eval, method, h, rtol, atol, max_step, max_steps))``, the leading
-    arguments of the core's integrate functions (``h`` NaN: chosen automatically).
+    Returns ``(t0, t1, (t_eval, method, h, rtol, atol, max_step, max_steps), n_records)``: the
+    leading arguments of the core's integrate functions (``h`` NaN: chosen automatically) and
+    how many records the caller asked for. A ``t_eval`` that ends before ``t1`` gets ``t1``
+    appended, so that the run covers all of ``t_span`` as SciPy's ``solve_ivp`` does; the
+    caller drops that record (:func:`trim_records`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -345,6 +395,9 @@ def solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_
         t_eval = real_array(t_eval, "t_eval", 1)
         if t_eval.size == 0 or t_eval[0] < t0 or t_eval[-1] > t1 or np.any(np.diff(t_eval) < 0):
             raise ValueError("t_eval must be non-empty, non-decreasing and inside t_span")
+    n_rec = t_eval.size
+    if t_eval[-1] < t1:
+        t_eval = np.append(t_eval, t1)
     if method in ADAPTIVE:
         step = np.nan if h is None else real_number(h, "h", minimum=0.0, strict=True)
         real_number(rtol, "rtol", minimum=0.0)
@@ -353,30 +406,79 @@ def solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_
         if h is None:
             raise ValueError(f"method {method!r} needs a step h")
         step = real_number(h, "h", minimum=0.0, strict=True)
+        n_steps = (t1 - t0) / step
+        if n_steps > 2.0**53:
+            raise ValueError(f"h = {step:g} over t_span ({t0:g}, {t1:g}) needs {n_steps:.3g} "
+                             f"steps, more than 2^53 (9.0e15) can be counted: use a larger h")
     max_steps = positive_int(max_steps, "max_steps", minimum=0)
+    if max_steps > MAX_STEPS:
+        raise ValueError(f"max_steps must be <= 2**62 (0: no limit), got {max_steps}")
     max_step = float(max_step)
     if not max_step > 0:
         raise ValueError(f"max_step must be > 0, got {max_step}")
-    return t0, t1, (t_eval, method, step, float(rtol), float(atol), max_step, max_steps)
+    return t0, t1, (t_eval, method, step, float(rtol), float(atol), max_step, max_steps), n_rec
 
 
-def check_outcome(traj, error: Optional[BaseException] = None) -> None:
+# What a run records at each time (the first axis of each array is the record).
+RECORD_KEYS = ("t", "loss", "residual_norm", "directional_residual", "norms", "states", "gap",
+               "grad_norm_sq", "products", "imbalances")
+
+
+def trim_records(raw: dict, n: int) -> dict:
+    """``raw`` with only its first ``n`` records (drops the record at ``t1`` that
+    :func:`solver_args` adds when ``t_eval`` ends early)."""
+    if len(raw["t"]) > n:
+        for key in RECORD_KEYS:
+            if key in raw:
+                raw[key] = raw[key][:n]
+    return raw
+
+
+def largest_column_norm(X) -> float:
+    """``max_j ||X[:, j]||`` without overflow in the squares (0 for an empty array)."""
+    X = np.asarray(X, dtype=float)
+    if X.size == 0:
+        return 0.0
+    with np.errstate(all="ignore"):
+        scale = np.abs(X).max(axis=0)
+        safe = np.where(scale > 0, scale, 1.0)
+        return float(np.max(scale * np.sqrt(((X / safe) ** 2).sum(axis=0))))
+
+
+def check_outcome(traj, error: Optional[BaseException] = None, *, h_last: Optional[float] = None,
+                  size: str = "", growth: str = "", rhs_overflows: bool = False) -> None:
     """Raise what stopped an integration: an error from Python during the run (Ctrl-C, a failing
     progress callback) with the partial trajectory attached, or IntegrationError on NaN/Inf or a
-    collapsed step. ``traj`` is any trajectory with ``status``, ``t_final`` and ``n_steps``."""
+    collapsed step. ``traj`` is any trajectory with ``status``, ``t_final``, ``n_steps`` and
+    ``method``. The message names the cause: ``size`` describes the last finite state (e.g. its
+    largest column norm), ``rhs_overflows`` says that the right-hand side overflows there and
+    ``growth`` how it grows; ``h_last`` is the last step tried."""
     if error is not None:
         try:
             error.trajectory = traj
         except AttributeError:
             pass
         raise error
+    where = f" ({size})" if size else ""
+    step = "" if h_last is None else f" h = {h_last:.3g}"
     if traj.status == "non-finite":
-        raise IntegrationError(
-            f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); "
-            "the trajectory holds the last finite state. Try a smaller step h.",
-            traj,
-        )
+        msg = (f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); the "
+               f"trajectory holds the last finite state{where}.")
+        grows = f" ({growth})" if growth else ""
+        if rhs_overflows and traj.n_steps == 0:
+            msg += (f" The right-hand side overflows double precision at the initial state"
+                    f"{grows}, so no step size can help: start from a smaller state.")
+        elif rhs_overflows:
+            msg += f" The right-hand side overflows double precision there{grows}."
+        elif traj.method in ADAPTIVE:  # tiny steps stay near a finite f: the stages overflow
+            msg += (f" Every step from there gave NaN/Inf, down to{step}: the stages overflow "
+                    f"double precision near this state{grows}.")
+        if traj.method not in ADAPTIVE and traj.n_steps > 0:
+            msg += " Try a smaller step h."
+        raise IntegrationError(msg, traj)
     if traj.status == "step-too-small":
         raise IntegrationError(
-            f"the adaptive step fell below the resolution of t at t = {traj.t_final:g}", traj
+            f"the adaptive step fell to{step} at t = {traj.t_final:g}, below the resolution of t "
+            f"(16 eps |t|): the flow is too fast there for double precision{where}",
+            traj,
         )

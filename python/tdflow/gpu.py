@@ -38,6 +38,7 @@ BLOCK = 4096  # default Gram block edge (sources x output columns)
 BACKENDS = ("cpu", "cuda", "torch")
 
 _EPS = np.finfo(float).eps
+_MAX = np.finfo(float).max
 _MIN_EXP, _N_BUCKETS = -1100, 2200  # frexp exponents of squared norms (as flow.hpp)
 
 def require_torch():
@@ -307,7 +308,7 @@ class TorchFlow:
             run.tick(run.t, force=True)
         out = rec.to_dict(self.to_host(run.W), self.U.shape[1], self.U.shape[0])
         out.update(status=run.status, t_final=run.t, n_steps=run.steps, n_rhs=run.n_rhs,
-                   n_rejected=run.rejected, error=run.error)
+                   n_rejected=run.rejected, h_last=run.h_last, error=run.error)
         return out
 
 
@@ -468,18 +469,49 @@ def _finite(X) -> bool:
     return bool(torch.isfinite(X).all())
 
 
-def _column_error_sum(E, Y, Z, rtol: float, atol: float) -> float:
-    """``sum_j (||e_j|| / (atol + rtol max(||y_j||, ||z_j||)))^2``, as the core."""
-    e = torch.sqrt((E * E).sum(0))
-    scale = atol + rtol * torch.sqrt(torch.maximum((Y * Y).sum(0), (Z * Z).sum(0)))
+def _norms(X):
+    """Column norms; columns whose squares overflow (norms > 1e154) are rescaled first."""
+    n2 = (X * X).sum(0)
+    amax = X.abs().amax(0)
+    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+    scaled = amax * torch.sqrt(((X / safe) ** 2).sum(0))
+    return torch.where(torch.isinf(n2), scaled, torch.sqrt(n2))
+
+
+def _column_error_ratios(E, Y, Z, rtol: float, atol: float):
+    """``||e_j|| / (atol + rtol max(||y_j||, ||z_j||))`` per column, as the core."""
+    e = _norms(E)
+    scale = atol + rtol * torch.maximum(_norms(Y), _norms(Z))
     inf = torch.full_like(e, math.inf)
-    terms = torch.where(e == 0, torch.zeros_like(e), torch.where(scale > 0, e / scale, inf))
-    return float((terms * terms).sum())
+    return torch.where(e == 0, torch.zeros_like(e), torch.where(scale > 0, e / scale, inf))
+
+
+def _sum_squares(r, unit: float = 1.0) -> float:
+    q = r / unit
+    return float((q * q).sum())
+
+
+def _column_error_sum(E, Y, Z, rtol: float, atol: float) -> float:
+    """``sum_j ratio_j^2`` (see :func:`_column_error_ratios`)."""
+    return _sum_squares(_column_error_ratios(E, Y, Z, rtol, atol))
 
 
 def _column_error_norm(E, Y, Z, rtol: float, atol: float) -> float:
-    """``sqrt(mean_j (||e_j|| / scale_j)^2)``, see :func:`_column_error_sum`."""
-    return math.sqrt(_column_error_sum(E, Y, Z, rtol, atol) / E.shape[1])
+    """``sqrt(mean_j ratio_j^2)``; squares that overflow are summed relative to the largest
+    ratio, as the core."""
+    r = _column_error_ratios(E, Y, Z, rtol, atol)
+    total = _sum_squares(r)
+    if not total > _MAX:
+        return math.sqrt(total / E.shape[1])
+    rmax = float(r.max())
+    if not math.isfinite(rmax):
+        return rmax
+    return rmax * math.sqrt(_sum_squares(r, rmax) / E.shape[1])
+
+
+def _tiny_step(h: float, t: float) -> bool:
+    """h below the resolution of t (relative to t, as the core); NaN counts as tiny."""
+    return not h > 16 * _EPS * abs(t)
 
 
 class _Run:
@@ -492,6 +524,7 @@ class _Run:
         self.hook = hook  # hook.step(t, t_new, W, Wn, dense) on every accepted step (_Watch)
         self.status, self.error = "finished", None
         self.steps = self.n_rhs = self.rejected = 0
+        self.h_last = 0.0
         self.last_tick = time.monotonic()
 
     def f(self, W):
@@ -515,6 +548,7 @@ class _Run:
 
     def fixed(self, method: str, h: float, max_steps: int) -> None:
         t_eval, W = self.t_eval, self.W
+        self.h_last = h
         i = 0
         while i < len(t_eval) and t_eval[i] == self.t:
             self.observe(self.t, W)
@@ -573,19 +607,26 @@ class _Run:
         if i == len(t_eval):
             return
         scheme = _SCHEMES[method](self.f, self.f(self.W))
+        if not _finite(scheme.K[0]):  # the RHS overflows at the start: no step can help
+            self.status = "non-finite"
+            return
         exponent = -1.0 / (scheme.error_order + 1)
 
         if not (h > 0):  # Hairer's starting step
             W, f0 = self.W, scheme.K[0]
             d0 = _column_error_norm(W, W, W, rtol, atol)
             d1 = _column_error_norm(f0, W, W, rtol, atol)
-            h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+            h0 = 0.01 * d0 / d1 if d1 > 0 else math.nan
+            if d0 < 1e-5 or d1 < 1e-5 or not (h0 > 0 and math.isfinite(h0)):
+                h0 = 1e-6
             h0 = min(h0, t_end - self.t)
             f1 = self.f(W + h0 * f0)
             d2 = _column_error_norm((f1 - f0) / h0, W, W, rtol, atol)
             dm = max(d1, d2)
             h1 = max(1e-6, h0 * 1e-3) if dm <= 1e-15 else (0.01 / dm) ** -exponent
             h = min(100 * h0, h1)
+            if not (h > 0 and math.isfinite(h)):  # f(W + h0 f0) overflowed
+                h = h0
         h = min(h, h_max)
 
         rejected_last = False
@@ -598,7 +639,8 @@ class _Run:
             if t + h >= t_end or t + 1.01 * h >= t_end:
                 h = t_end - t
                 last = True
-            if h <= 16 * _EPS * max(1.0, abs(t)):
+            self.h_last = h
+            if _tiny_step(h, t):
                 self.status = "step-too-small"
                 return
             Wn = scheme.attempt(W, h)
@@ -607,7 +649,7 @@ class _Run:
                 rejected_last = True
                 self.rejected += 1
                 h *= 0.1
-                if h <= 16 * _EPS * max(1.0, abs(t)):
+                if _tiny_step(h, t):
                     self.status = "non-finite"
                     return
                 continue
@@ -708,11 +750,17 @@ class _Dop853:
 
     def error_norm(self, W, Wn, h: float, rtol: float, atol: float) -> float:
         zero = torch.zeros_like(W)
-        s5 = _column_error_sum(_combine(zero, 1.0, self.E5, self.K), W, Wn, rtol, atol)
-        s3 = _column_error_sum(_combine(zero, 1.0, self.E3, self.K), W, Wn, rtol, atol)
+        r5 = _column_error_ratios(_combine(zero, 1.0, self.E5, self.K), W, Wn, rtol, atol)
+        r3 = _column_error_ratios(_combine(zero, 1.0, self.E3, self.K), W, Wn, rtol, atol)
+        s5, s3, unit = _sum_squares(r5), _sum_squares(r3), 1.0
         if s5 == 0.0 and s3 == 0.0:
             return 0.0
-        return abs(h) * s5 / math.sqrt((s5 + 0.01 * s3) * W.shape[1])
+        if s5 > _MAX or s3 > _MAX:  # relative to the largest ratio, as the core
+            unit = max(float(r5.max()), float(r3.max()))
+            if not math.isfinite(unit):
+                return unit
+            s5, s3 = _sum_squares(r5, unit), _sum_squares(r3, unit)
+        return abs(h) * unit * s5 / math.sqrt((s5 + 0.01 * s3) * W.shape[1])
 
     def prepare_dense(self, W, h: float) -> None:
         if self.extra is not None:

@@ -41,7 +41,7 @@ import numpy as np
 from . import _core
 from . import linear_bounds as lb
 from ._checks import generator, positive_int, real_array, real_number
-from .flow import check_outcome, solver_args
+from .flow import check_outcome, largest_column_norm, solver_args, trim_records
 from .progress import progress_bar
 
 __all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]
@@ -462,13 +462,16 @@ class DeepLinearFlow:
         ``"rk4"`` / ``"euler"`` with step ``h`` (required). ``t_eval``: recording times inside
         ``t_span`` (default ``n_records`` evenly spaced). Records the loss, the gap ``f - f*``,
         ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances ``D_l(t)``.
+        As in SciPy's ``solve_ivp`` the run covers all of ``t_span`` even when ``t_eval`` ends
+        earlier (the final layers are those of ``t1``).
 
         Raises IntegrationError on NaN/Inf or a collapsed adaptive step (the partial trajectory
         is ``err.trajectory``); a KeyboardInterrupt carries it too.
         """
         layers0 = self._layers(layers0, "layers0")
         theta0 = self.pack(layers0)
-        t0, t1, args = solver_args(t_span, method, h, rtol, atol, t_eval, n_records, max_step, max_steps)
+        t0, t1, args, n_rec = solver_args(t_span, method, h, rtol, atol, t_eval, n_records,
+                                          max_step, max_steps)
 
         start = time.perf_counter()
         with progress_bar(t0, t1, enabled=progress, desc=f"{method} linear L={self.depth}") as update:
@@ -476,6 +479,9 @@ class DeepLinearFlow:
                 theta0, t0, *args, bool(save_products), bool(save_imbalances), bool(save_states),
                 update, 0.1,
             )
+        trim_records(raw, n_rec)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf for a start that overflows
+            scale = self._imbalance_scale(layers0)
         imbalances = None
         if save_imbalances:
             flat, imbalances, k = raw["imbalances"], [], 0
@@ -486,10 +492,24 @@ class DeepLinearFlow:
         traj = LinearTrajectory(
             t=raw["t"], loss=raw["loss"], gap=raw["gap"], grad_norm_sq=raw["grad_norm_sq"],
             layers=self.unpack(raw["theta"]), f_star=self.f_star,
-            imbalance_scale=self._imbalance_scale(layers0), products=raw.get("products"),
+            imbalance_scale=scale, products=raw.get("products"),
             imbalances=imbalances, states=raw.get("states"), status=raw["status"],
             t_final=raw["t_final"], method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
         )
-        check_outcome(traj, raw["error"])
+        check_outcome(traj, raw["error"], **self._diagnosis(traj, raw))
         return traj
+
+    def _diagnosis(self, traj: LinearTrajectory, raw: dict) -> dict:
+        """What check_outcome says about a run that failed in the core (NaN/Inf, tiny step)."""
+        if raw.get("error") is not None or traj.status not in ("non-finite", "step-too-small"):
+            return {}
+        overflows = False
+        if traj.status == "non-finite":
+            try:
+                self._core.rhs(raw["theta"])
+            except ValueError:
+                overflows = True
+        return dict(h_last=raw.get("h_last"), rhs_overflows=overflows,
+                    size=f"largest layer norm {largest_column_norm(raw['theta']):.3g}",
+                    growth=f"it grows like ||W_l||^{2 * self.depth - 1}")

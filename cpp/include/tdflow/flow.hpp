@@ -11,6 +11,7 @@
 
 #include <Eigen/Dense>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -77,6 +78,7 @@ class ActiveSet {
   const std::vector<Index>& select(const Vec& norms, double budget) {
     const Index m = norms.size();
     active_.clear();
+    active_.reserve(m);
     double total = 0.0, smallest = std::numeric_limits<double>::infinity();
     for (Index j = 0; j < m; ++j) {
       const double n2 = norms[j] * norms[j];
@@ -117,10 +119,19 @@ class ActiveSet {
   std::vector<int> bucket_;
 };
 
+// The deflation model's gradient flow. Immutable after construction, so one object can be
+// shared by any number of threads: the scratch of an evaluation lives in a Workspace owned by
+// the caller (DeflationSystem holds one for a run and reuses it at every step).
 class DeflationFlow {
  public:
+  struct Workspace {
+    Mat Wbar, Wact, P;
+    Vec norms, coef;
+    ActiveSet active_set;
+  };
+
   // active_tol: the residual leaves out columns whose summed squared norms stay below
-  // active_tol * ||T*||_F (see select_active); 0 evaluates it exactly.
+  // active_tol * ||T*||_F (see ActiveSet); 0 evaluates it exactly.
   DeflationFlow(Target target, double lam, double active_tol = 0.0)
       : target_(std::move(target)), lam_(lam), active_tol_(active_tol) {
     if (!(lam_ >= 0) || !std::isfinite(lam_))
@@ -133,8 +144,8 @@ class DeflationFlow {
 
   double active_tol() const { return active_tol_; }
   double target_norm() const { return target_norm_; }
-  // number of columns in the residual at the last evaluation
-  Index n_active() const { return n_active_; }
+  // number of columns in the residual at the last evaluation (by any thread)
+  Index n_active() const { return n_active_.load(std::memory_order_relaxed); }
 
   const Target& target() const { return target_; }
   int order() const { return target_.order; }
@@ -142,96 +153,112 @@ class DeflationFlow {
   Index dim() const { return target_.dim(); }
 
   // dW = -grad L(W)
-  void rhs(const Eigen::Ref<const Mat>& W, Mat& dW) {
-    prepare(W);
+  void rhs(const Eigen::Ref<const Mat>& W, Mat& dW, Workspace& ws) const {
+    prepare(W, ws);
     const int l = order();
-    if (coef_.size() == Wbar_.cols() && Wbar_.cols() >= kSelfMin) {
+    if (ws.coef.size() == ws.Wbar.cols() && ws.Wbar.cols() >= kSelfMin) {
       // every column is in the residual: its model part is contracted with its own columns
-      contract({target_.part()}, Wbar_, l - 1, P_);
-      contract_self_add(Part(Wbar_, coef_), l - 1, P_);
+      contract({target_.part()}, ws.Wbar, l - 1, ws.P);
+      contract_self_add(Part(ws.Wbar, ws.coef), l - 1, ws.P);
     } else {
-      contract(residual_parts(), Wbar_, l - 1, P_);
+      contract(residual_parts(ws), ws.Wbar, l - 1, ws.P);
     }
     const Index d = W.rows(), m = W.cols();
     dW.resize(d, m);
+    const Mat &P = ws.P, &Wbar = ws.Wbar;
+    const Vec& norms = ws.norms;
     parallel_blocks(detail::n_col_blocks(m), 4.0 * d * m, [&](Index b) {
       const Index j0 = b * kColBlock, j1 = std::min(m, j0 + kColBlock);
       for (Index j = j0; j < j1; ++j) {
-        const double* p = P_.col(j).data();
-        const double* wb = Wbar_.col(j).data();
+        const double* p = P.col(j).data();
+        const double* wb = Wbar.col(j).data();
         const double* w = W.col(j).data();
         double* out = dW.col(j).data();
         double s = 0.0;  // R(wbar^l)
         for (Index i = 0; i < d; ++i) s += p[i] * wb[i];
-        const double cp = l * norms_[j], cw = (l - 2) * s + lam_;
+        const double cp = l * norms[j], cw = (l - 2) * s + lam_;
         for (Index i = 0; i < d; ++i) out[i] = cp * p[i] - cw * w[i];
       }
     });
   }
 
   // ||T* - T||_F^2, clamped at 0 (see norm_squared)
-  double residual_norm_squared(const Eigen::Ref<const Mat>& W) {
-    prepare(W);
-    return norm_squared(residual_parts(), order());
+  double residual_norm_squared(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
+    prepare(W, ws);
+    return norm_squared(residual_parts(ws), order());
   }
 
-  double residual_norm(const Eigen::Ref<const Mat>& W) { return std::sqrt(residual_norm_squared(W)); }
-
-  double loss(const Eigen::Ref<const Mat>& W) {
-    return 0.5 * residual_norm_squared(W) + 0.5 * lam_ * W.squaredNorm();
+  double loss(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
+    return 0.5 * residual_norm_squared(W, ws) + 0.5 * lam_ * W.squaredNorm();
   }
 
   // (T* - T)(u_i^{(x)l}) for every target direction i
-  Vec directional_residual(const Eigen::Ref<const Mat>& W) {
-    prepare(W);
+  Vec directional_residual(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
+    prepare(W, ws);
     Vec out;
     if (target_.basis) {
       const Mat E = Mat::Identity(dim(), target_.rank());
-      evaluate(residual_parts(), E, order(), out);
+      evaluate(residual_parts(ws), E, order(), out);
     } else {
-      evaluate(residual_parts(), target_.U, order(), out);
+      evaluate(residual_parts(ws), target_.U, order(), out);
     }
     return out;
   }
 
  private:
-  void prepare(const Eigen::Ref<const Mat>& W) {
+  void prepare(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
     if (W.rows() != dim())
       throw std::invalid_argument("W must have d = " + std::to_string(dim()) + " rows");
-    normalize_columns(W, Wbar_, norms_);
-    const std::vector<Index>& active = active_set_.select(norms_, active_tol_ * target_norm_);
+    normalize_columns(W, ws.Wbar, ws.norms);
+    const std::vector<Index>& active = ws.active_set.select(ws.norms, active_tol_ * target_norm_);
     const Index m = W.cols(), a = static_cast<Index>(active.size());
-    n_active_ = a;
-    coef_.resize(a);
+    n_active_.store(a, std::memory_order_relaxed);
+    ws.coef.resize(a);
     if (a == m) {
-      coef_ = -norms_.array().square();
+      ws.coef = -ws.norms.array().square();
       return;
     }
-    Wact_.resize(W.rows(), a);
+    ws.Wact.resize(W.rows(), a);
     for (Index k = 0; k < a; ++k) {
-      Wact_.col(k) = Wbar_.col(active[k]);
-      coef_[k] = -norms_[active[k]] * norms_[active[k]];
+      ws.Wact.col(k) = ws.Wbar.col(active[k]);
+      ws.coef[k] = -ws.norms[active[k]] * ws.norms[active[k]];
     }
   }
 
-  Parts residual_parts() const {
+  Parts residual_parts(const Workspace& ws) const {
     Parts parts;
     parts.push_back(target_.part());
-    const Index a = coef_.size();
-    if (a == Wbar_.cols()) {
-      parts.emplace_back(Wbar_, coef_);
+    const Index a = ws.coef.size();
+    if (a == ws.Wbar.cols()) {
+      parts.emplace_back(ws.Wbar, ws.coef);
     } else if (a > 0) {
-      parts.emplace_back(Wact_.data(), Wact_.rows(), a, coef_.data());
+      parts.emplace_back(ws.Wact.data(), ws.Wact.rows(), a, ws.coef.data());
     }
     return parts;
   }
 
   Target target_;
   double lam_, active_tol_, target_norm_ = 0.0;
-  Mat Wbar_, Wact_, P_;
-  Vec norms_, coef_;
-  ActiveSet active_set_;
-  Index n_active_ = 0;
+  mutable std::atomic<Index> n_active_{0};  // a statistic only: racing writers are harmless
+};
+
+// A DeflationFlow with a workspace of its own: the system a stepper (integrate.hpp) runs. One
+// per run or per thread; the flow it refers to may be shared.
+class DeflationSystem {
+ public:
+  explicit DeflationSystem(const DeflationFlow& flow) : flow_(flow) {}
+  const DeflationFlow& flow() const { return flow_; }
+  void rhs(const Eigen::Ref<const Mat>& W, Mat& dW) { flow_.rhs(W, dW, ws_); }
+  double residual_norm_squared(const Eigen::Ref<const Mat>& W) {
+    return flow_.residual_norm_squared(W, ws_);
+  }
+  Vec directional_residual(const Eigen::Ref<const Mat>& W) {
+    return flow_.directional_residual(W, ws_);
+  }
+
+ private:
+  const DeflationFlow& flow_;
+  DeflationFlow::Workspace ws_;
 };
 
 }  // namespace tdflow

@@ -2,7 +2,8 @@
 //
 // A system is any object with  void rhs(const Mat& W, Mat& dW)  (autonomous flows on d x m
 // states). `observe(t, W)` is called at each requested time; `tick(t)` after every step, and
-// returning true stops the run (Python uses it for progress bars and Ctrl-C).
+// returning true stops the run (Python uses it for progress bars and Ctrl-C); `poll()` after
+// every rejected step, so that a run that keeps rejecting can still be stopped.
 // When tick(t) runs, W (the caller's state, held by reference) already holds the accepted state
 // at t: events.hpp relies on this to check every accepted step. A tick with a member
 // step(const StepView&) also sees each accepted step before it is taken: both ends and the
@@ -19,6 +20,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <sstream>
 #include <type_traits>
 #include <utility>
 #include <stdexcept>
@@ -41,6 +43,14 @@ enum class Status {
   StepTooSmall = 4,  // the adaptive step fell below the resolution of t
 };
 
+// The default poll(): never stops.
+struct NoPoll {
+  bool operator()() const { return false; }
+};
+
+// Largest step count a fixed-step run accepts: counts stay exact in a double and fit a long.
+constexpr double kMaxFixedSteps = 9007199254740992.0;  // 2^53
+
 struct StepOptions {
   double h = 0.05;      // fixed step; for dopri5 the first step (<= 0: chosen automatically)
   double rtol = 1e-8;   // dopri5: relative tolerance, per column of W
@@ -53,6 +63,7 @@ struct Outcome {
   Status status = Status::Finished;
   double t = 0.0;  // time the returned state belongs to
   long steps = 0, rhs_evals = 0, rejected = 0;
+  double h = 0.0;  // the last step tried
 };
 
 // An accepted step [t, t_new] seen from inside: the states at both ends and column(theta, j, out),
@@ -90,27 +101,40 @@ inline bool all_finite(const Mat& X) {
   return ok;
 }
 
-// sum_j (||e_j|| / (atol + rtol * max(||y_j||, ||z_j||)))^2: the error of each column relative
-// to that column's size, because tiny columns (norm 1e-15) drive the dynamics. Partial sums per
-// column block are added in a fixed order (the same result for any thread count).
-inline double column_error_sum(const Mat& E, const Mat& Y, const Mat& Z, double rtol, double atol) {
+// ||e_j|| / (atol + rtol * max(||y_j||, ||z_j||)): the error of column j relative to that
+// column's size, because tiny columns (norm 1e-15) drive the dynamics.
+inline double column_error_ratio(const Mat& E, const Mat& Y, const Mat& Z, Index j, double rtol,
+                                 double atol) {
+  constexpr double kHuge = std::numeric_limits<double>::max();
+  const Index d = E.rows();
+  const double *e_ = E.col(j).data(), *y = Y.col(j).data(), *z = Z.col(j).data();
+  double se = 0.0, sy = 0.0, sz = 0.0;
+  for (Index i = 0; i < d; ++i) {
+    se += e_[i] * e_[i];
+    sy += y[i] * y[i];
+    sz += z[i] * z[i];
+  }
+  if (se == 0.0) return 0.0;
+  double ne = std::sqrt(se), ny = std::sqrt(std::max(sy, sz));
+  if (!(se <= kHuge && sy <= kHuge && sz <= kHuge)) {  // squares overflow (norms > 1e154)
+    ne = E.col(j).stableNorm();
+    ny = std::max(Y.col(j).stableNorm(), Z.col(j).stableNorm());
+  }
+  const double scale = atol + rtol * ny;
+  return scale > 0.0 ? ne / scale : std::numeric_limits<double>::infinity();
+}
+
+// sum_j (ratio_j / unit)^2 (see column_error_ratio). Partial sums per column block are added in
+// a fixed order (the same result for any thread count).
+inline double column_error_sum(const Mat& E, const Mat& Y, const Mat& Z, double rtol, double atol,
+                               double unit = 1.0) {
   const Index m = E.cols(), d = E.rows();
   if (m == 0) return 0.0;
   Vec partial = Vec::Zero(n_col_blocks(m));
   for_column_blocks(m, d, [&](Index j0, Index nj) {
     double sum = 0.0;
     for (Index j = j0; j < j0 + nj; ++j) {
-      const double *e_ = E.col(j).data(), *y = Y.col(j).data(), *z = Z.col(j).data();
-      double se = 0.0, sy = 0.0, sz = 0.0;
-      for (Index i = 0; i < d; ++i) {
-        se += e_[i] * e_[i];
-        sy += y[i] * y[i];
-        sz += z[i] * z[i];
-      }
-      if (se == 0.0) continue;
-      const double scale = atol + rtol * std::sqrt(std::max(sy, sz));
-      const double r =
-          scale > 0.0 ? std::sqrt(se) / scale : std::numeric_limits<double>::infinity();
+      const double r = column_error_ratio(E, Y, Z, j, rtol, atol) / unit;
       sum += r * r;
     }
     partial[j0 / kColBlock] = sum;
@@ -118,11 +142,30 @@ inline double column_error_sum(const Mat& E, const Mat& Y, const Mat& Z, double 
   return partial.sum();
 }
 
-// sqrt(mean_j (||e_j|| / scale_j)^2), see column_error_sum
+// max_j ratio_j (NaN if any ratio is NaN)
+inline double column_error_max(const Mat& E, const Mat& Y, const Mat& Z, double rtol, double atol) {
+  double rmax = 0.0;
+  for (Index j = 0; j < E.cols(); ++j) {
+    const double r = column_error_ratio(E, Y, Z, j, rtol, atol);
+    if (!(r <= rmax)) rmax = r;
+  }
+  return rmax;
+}
+
+inline bool overflowed(double sum) { return sum > std::numeric_limits<double>::max(); }
+
+// sqrt(mean_j ratio_j^2), see column_error_ratio. Ratios above 1e154 (a huge state, or rounding
+// noise in its huge derivatives) are summed relative to the largest one, so that their squares
+// do not overflow.
 inline double column_error_norm(const Mat& E, const Mat& Y, const Mat& Z, double rtol,
                                 double atol) {
   const Index m = E.cols();
-  return m == 0 ? 0.0 : std::sqrt(column_error_sum(E, Y, Z, rtol, atol) / static_cast<double>(m));
+  if (m == 0) return 0.0;
+  const double sum = column_error_sum(E, Y, Z, rtol, atol);
+  if (!overflowed(sum)) return std::sqrt(sum / static_cast<double>(m));
+  const double rmax = column_error_max(E, Y, Z, rtol, atol);
+  if (!std::isfinite(rmax)) return rmax;
+  return rmax * std::sqrt(column_error_sum(E, Y, Z, rtol, atol, rmax) / static_cast<double>(m));
 }
 
 // Dormand-Prince 5(4) tableau.
@@ -234,6 +277,17 @@ inline void check_times(double t0, const std::vector<double>& t_eval) {
   }
 }
 
+// A fixed step h over [t0, t1] must take a number of steps that can be counted exactly.
+inline void check_step_count(double h, double t0, double t1) {
+  const double n = (t1 - t0) / h;
+  if (n <= kMaxFixedSteps) return;
+  std::ostringstream s;
+  s.precision(6);
+  s << "h = " << h << " over t in [" << t0 << ", " << t1 << "] needs " << n
+    << " steps, more than 2^53 (9.0e15) can be counted: use a larger h";
+  throw std::invalid_argument(s.str());
+}
+
 }  // namespace detail
 
 // Fixed-step Euler or RK4. W holds the initial state and receives the final (last finite) one.
@@ -243,8 +297,10 @@ Outcome integrate_fixed(Sys& sys, Method method, Mat& W, double t0,
                         Observe&& observe, Tick&& tick) {
   detail::check_times(t0, t_eval);
   if (!(opt.h > 0) || !std::isfinite(opt.h)) throw std::invalid_argument("h must be > 0");
+  detail::check_step_count(opt.h, t0, t_eval.back());
   Outcome out;
   out.t = t0;
+  out.h = opt.h;
   const Index d = W.rows(), m = W.cols();
   Mat K1(d, m), K2, K3, K4, Y(d, m), Wn(d, m);
   size_t i = 0;
@@ -341,8 +397,10 @@ inline void combine(Mat& dst, const Mat* base, double h, const double* coef, int
   });
 }
 
+// h below the resolution of t (relative to t, as Hairer's dopri5 and SciPy's solve_ivp: near
+// t = 0 fast transients get tiny steps instead of failing); NaN counts as tiny.
 inline bool tiny_step(double h, double t) {
-  return h <= 16 * std::numeric_limits<double>::epsilon() * std::max(1.0, std::abs(t));
+  return !(h > 16 * std::numeric_limits<double>::epsilon() * std::abs(t));
 }
 
 // Dormand-Prince 5(4): 6 new RHS per step (first same as last), 4th-order dense output for free.
@@ -448,10 +506,17 @@ class Dop853Scheme {
     combine(E3_, nullptr, 1.0, DOP853::E3, 12, K_);
     const Index m = W.cols();
     if (m == 0) return 0.0;
-    const double s5 = column_error_sum(E5, W, Wn, rtol, atol);
-    const double s3 = column_error_sum(E3_, W, Wn, rtol, atol);
+    double s5 = column_error_sum(E5, W, Wn, rtol, atol);
+    double s3 = column_error_sum(E3_, W, Wn, rtol, atol);
     if (s5 == 0.0 && s3 == 0.0) return 0.0;
-    return std::abs(h) * s5 / std::sqrt((s5 + 0.01 * s3) * static_cast<double>(m));
+    double unit = 1.0;
+    if (overflowed(s5) || overflowed(s3)) {  // sums relative to the largest ratio, as dopri5's
+      unit = std::max(column_error_max(E5, W, Wn, rtol, atol), column_error_max(E3_, W, Wn, rtol, atol));
+      if (!std::isfinite(unit)) return unit;
+      s5 = column_error_sum(E5, W, Wn, rtol, atol, unit);
+      s3 = column_error_sum(E3_, W, Wn, rtol, atol, unit);
+    }
+    return std::abs(h) * unit * s5 / std::sqrt((s5 + 0.01 * s3) * static_cast<double>(m));
   }
 
   // The three extra stages and the interpolation coefficients F3..F6 (stored in K[1..4],
@@ -504,9 +569,10 @@ class Dop853Scheme {
 
 // Adaptive embedded Runge-Kutta (Scheme: detail::Dopri5Scheme or detail::Dop853Scheme) with
 // error control per column (see column_error_norm) and dense output at the recording times.
-template <class Scheme, class Sys, class Observe, class Tick>
+template <class Scheme, class Sys, class Observe, class Tick, class Poll = NoPoll>
 Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double>& t_eval,
-                           const StepOptions& opt, Observe&& observe, Tick&& tick) {
+                           const StepOptions& opt, Observe&& observe, Tick&& tick,
+                           Poll&& poll = Poll{}) {
   detail::check_times(t0, t_eval);
   if (!(opt.rtol > 0) && !(opt.atol > 0))
     throw std::invalid_argument("rtol or atol must be > 0");
@@ -523,6 +589,10 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
   Mat Y(d, m), Wn(d, m);
   sys.rhs(W, scheme.f0());
   out.rhs_evals += 1;
+  if (!detail::all_finite(scheme.f0())) {  // the RHS overflows at the start: no step can help
+    out.status = Status::NonFinite;
+    return out;
+  }
   const double exponent = -1.0 / (Scheme::kErrorOrder + 1);
 
   double h = opt.h;
@@ -531,7 +601,8 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
     const Mat& f0 = scheme.f0();
     const double d0 = detail::column_error_norm(W, W, W, opt.rtol, opt.atol);
     const double d1 = detail::column_error_norm(f0, W, W, opt.rtol, opt.atol);
-    double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+    double h0 = 0.01 * d0 / d1;
+    if (d0 < 1e-5 || d1 < 1e-5 || !(h0 > 0) || !std::isfinite(h0)) h0 = 1e-6;
     h0 = std::min(h0, t_end - t0);
     Y = W + h0 * f0;
     Mat& f1 = scheme.scratch();
@@ -542,6 +613,7 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
     const double h1 = std::max(d1, d2) <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
                                                 : std::pow(0.01 / std::max(d1, d2), -exponent);
     h = std::min(100 * h0, h1);
+    if (!(h > 0) || !std::isfinite(h)) h = h0;  // f(W + h0 f0) overflowed
   }
   h = std::min(h, opt.h_max);
 
@@ -557,6 +629,7 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
       h = t_end - t;
       last = true;
     }
+    out.h = h;
     if (detail::tiny_step(h, t)) {
       out.status = Status::StepTooSmall;
       return out;
@@ -573,12 +646,20 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
         out.status = Status::NonFinite;
         return out;
       }
+      if (poll()) {
+        out.status = Status::Stopped;
+        return out;
+      }
       continue;
     }
     if (err > 1.0) {
       out.rejected += 1;
       h *= std::max(0.2, 0.9 * std::pow(err, exponent));
       rejected_last = true;
+      if (poll()) {
+        out.status = Status::Stopped;
+        return out;
+      }
       continue;
     }
     // accepted: dense output at the recording times inside (t, t + h]
@@ -614,13 +695,13 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
   return out;
 }
 
-template <class Sys, class Observe, class Tick>
+template <class Sys, class Observe, class Tick, class Poll = NoPoll>
 Outcome integrate(Sys& sys, Method method, Mat& W, double t0, const std::vector<double>& t_eval,
-                  const StepOptions& opt, Observe&& observe, Tick&& tick) {
+                  const StepOptions& opt, Observe&& observe, Tick&& tick, Poll&& poll = Poll{}) {
   if (method == Method::Dopri5)
-    return integrate_adaptive<detail::Dopri5Scheme>(sys, W, t0, t_eval, opt, observe, tick);
+    return integrate_adaptive<detail::Dopri5Scheme>(sys, W, t0, t_eval, opt, observe, tick, poll);
   if (method == Method::Dop853)
-    return integrate_adaptive<detail::Dop853Scheme>(sys, W, t0, t_eval, opt, observe, tick);
+    return integrate_adaptive<detail::Dop853Scheme>(sys, W, t0, t_eval, opt, observe, tick, poll);
   return integrate_fixed(sys, method, W, t0, t_eval, opt, observe, tick);
 }
 
