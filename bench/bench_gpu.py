@@ -12,7 +12,7 @@ against the CPU path measured in the same run, with the maximum relative disagre
    and out, transfers included) and on device tensors (``TorchFlow.rhs``, synchronised);
 2. a whole Figure 1 run (d = 10, m = 50, radius 1e-15, t to 250, dopri5 and dop853 at rtol 1e-8): fit times
    compared; too small for a GPU, shown so that nobody has to guess;
-3. a whole Algorithm 2 run, ``tdflow.deflate(target, m, seed=1, backend=...)`` with the default
+3. a whole Algorithm 2 run, ``tdflow.deflate(target, m, rng=1, backend=...)`` with the default
    schedule (dopri5, rtol 1e-7): d = 100, r = 10 (geometric, ratio 1.2), m = --alg2-m; status,
    epochs, fit order and S_i events compared.
 """
@@ -27,18 +27,18 @@ from common import best_time, table, timed
 D, R = 100, 10
 
 
-def plateau_state(m, target, radius=1e-15, seed=0):
+def plateau_state(m, target, radius=1e-15, rng=0):
     """As bench_scaling.py, but the three large columns sit a little short of their directions
     (at the fixed point their velocity would be pure rounding, with no digits to compare)."""
-    W = tdflow.sphere(D, m, radius, seed)
+    W = tdflow.sphere(D, m, radius, rng)
     for i in range(3):
         W[:, i] = 0.0
         W[i, i] = 0.9 * np.sqrt(target.a[i])
     return W
 
 
-def dense_state(m, seed=0):
-    rng = np.random.default_rng(seed)
+def dense_state(m, rng=0):
+    rng = np.random.default_rng(rng)
     return np.asfortranarray(tdflow.sphere(D, m, 1.0, rng) * rng.uniform(0.5, 1.5, m))
 
 
@@ -126,8 +126,8 @@ def main():
                        "fit times"]))
     if not args.skip_alg2:
         m = args.alg2_m
-        ra, s_cpu = timed(lambda: tdflow.deflate(target, m, seed=1))
-        rb, s_gpu = timed(lambda: tdflow.deflate(target, m, seed=1, backend=backend))
+        ra, s_cpu = timed(lambda: tdflow.deflate(target, m, rng=1))
+        rb, s_gpu = timed(lambda: tdflow.deflate(target, m, rng=1, backend=backend))
         same_events = all(np.allclose(ra.events[k], rb.events[k], rtol=1e-6)
                           if np.shape(ra.events[k]) == np.shape(rb.events[k]) else False
                           for k in ra.events)

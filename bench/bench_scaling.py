@@ -19,8 +19,8 @@ from common import best_time, dgemm_peak, numpy_rhs, peak_rss_mib, table
 D, R = 100, 10
 
 
-def plateau_state(m, target, radius, seed=0):
-    W = tdflow.sphere(D, m, radius, seed)
+def plateau_state(m, target, radius, rng=0):
+    W = tdflow.sphere(D, m, radius, rng)
     for i in range(3):
         W[:, i] = 0.0
         W[i, i] = np.sqrt(target.a[i])

@@ -253,9 +253,9 @@ const char* status_name(Status s) {
 void put_outcome(py::dict& out, const Outcome& o) {
   out["status"] = status_name(o.status);
   out["t_final"] = o.t;
-  out["n_steps"] = o.steps;
-  out["n_rhs"] = o.rhs_evals;
-  out["n_rejected"] = o.rejected;
+  out["n_steps"] = o.n_steps;
+  out["n_rhs"] = o.n_rhs;
+  out["n_rejected"] = o.n_rejected;
   out["h_last"] = o.h;
 }
 
@@ -267,7 +267,7 @@ struct StepArgs {
   StepOptions opt;
 
   StepArgs(double t0_, py::handle t_eval_obj, const std::string& method_name, double h,
-           double rtol, double atol, double h_max, long max_steps)
+           double rtol, double atol, double max_step, long max_steps)
       : method(parse_method(method_name)), t0(t0_) {
     FArray te = as_real_array(t_eval_obj, "t_eval", 1);
     t_eval.assign(te.data(), te.data() + te.shape(0));
@@ -282,12 +282,12 @@ struct StepArgs {
     if (!is_adaptive(method)) detail::check_step_count(h, t0, t_eval.back());
     if (is_adaptive(method) && (!(rtol >= 0 && atol >= 0) || !(rtol > 0 || atol > 0)))
       throw py::value_error("rtol and atol must be >= 0 and not both 0");
-    if (!(h_max > 0)) throw py::value_error("h_max must be > 0");
+    if (!(max_step > 0)) throw py::value_error("max_step must be > 0");
     if (max_steps < 0) throw py::value_error("max_steps must be >= 0");
     opt.h = is_adaptive(method) ? (std::isfinite(h) ? h : 0.0) : h;
     opt.rtol = rtol;
     opt.atol = atol;
-    opt.h_max = h_max;
+    opt.max_step = max_step;
     opt.max_steps = max_steps;
   }
 };
@@ -296,8 +296,8 @@ struct StepArgs {
 struct RunArgs : StepArgs {
   bool save_norms, save_states;
   RunArgs(double t0_, py::handle t_eval_obj, const std::string& method_name, double h,
-          double rtol, double atol, double h_max, long max_steps, bool norms, bool states)
-      : StepArgs(t0_, t_eval_obj, method_name, h, rtol, atol, h_max, max_steps),
+          double rtol, double atol, double max_step, long max_steps, bool norms, bool states)
+      : StepArgs(t0_, t_eval_obj, method_name, h, rtol, atol, max_step, max_steps),
         save_norms(norms), save_states(states) {}
 };
 
@@ -307,7 +307,7 @@ struct Records {
   Outcome outcome;
   std::string error;  // a C++ exception from a batch member
 
-  void observe(DeflationSystem& sys, const RunArgs& args, double t, const Mat& W) {
+  void observe(GradientFlowSystem& sys, const RunArgs& args, double t, const Mat& W) {
     ts.push_back(t);
     const double rn2 = sys.residual_norm_squared(W);
     rnorms.push_back(std::sqrt(rn2));
@@ -340,10 +340,10 @@ struct Records {
   }
 };
 
-struct PyDeflationFlow {
-  DeflationFlow flow;
+struct PyGradientFlow {
+  GradientFlow flow;
 
-  static DeflationFlow make(py::handle U, py::handle a, int order, double lam, double active_tol) {
+  static GradientFlow make(py::handle U, py::handle a, int order, double lam, double active_tol) {
     check_order(order);
     FArray u = as_real_array(U, "U", 2);
     if (u.shape(0) < 1 || u.shape(1) < 1)
@@ -352,10 +352,10 @@ struct PyDeflationFlow {
     if (!std::isfinite(lam) || lam < 0) throw py::value_error("lam must be finite and >= 0");
     if (!std::isfinite(active_tol) || active_tol < 0)
       throw py::value_error("active_tol must be finite and >= 0");
-    return DeflationFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam, active_tol);
+    return GradientFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam, active_tol);
   }
 
-  PyDeflationFlow(py::handle U, py::handle a, int order, double lam, double active_tol)
+  PyGradientFlow(py::handle U, py::handle a, int order, double lam, double active_tol)
       : flow(make(U, a, order, lam, active_tol)) {}
 
 
@@ -370,8 +370,8 @@ struct PyDeflationFlow {
 
   // Scratch for evaluations called from Python: one workspace per thread, so that threads
   // sharing this object never share scratch and repeated calls from one thread allocate nothing.
-  static DeflationFlow::Workspace& workspace() {
-    thread_local DeflationFlow::Workspace ws;
+  static GradientFlow::Workspace& workspace() {
+    thread_local GradientFlow::Workspace ws;
     return ws;
   }
 
@@ -427,16 +427,16 @@ struct PyDeflationFlow {
   }
 
   py::dict integrate(py::handle W0, double t0, py::handle t_eval, const std::string& method,
-                     double h, double rtol, double atol, double h_max, long max_steps,
+                     double h, double rtol, double atol, double max_step, long max_steps,
                      bool save_norms, bool save_states, std::optional<py::function> progress,
                      double progress_interval) {
     Mat W = state(W0, "W0");
-    const RunArgs args(t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms, save_states);
+    const RunArgs args(t0, t_eval, method, h, rtol, atol, max_step, max_steps, save_norms, save_states);
     Records rec;
     Ticker ticker(std::move(progress), progress_interval);
     {
       py::gil_scoped_release release;
-      DeflationSystem sys(flow);
+      GradientFlowSystem sys(flow);
       rec.outcome = tdflow::integrate(
           sys, args.method, W, args.t0, args.t_eval, args.opt,
           [&](double t, const Mat& Wt) { rec.observe(sys, args, t, Wt); },
@@ -455,7 +455,7 @@ struct PyDeflationFlow {
   // they are, None for those never started. Returns (runs, error).
   py::tuple integrate_batch(py::handle W0s_obj, double t0, py::handle t_eval,
                             const std::string& method, double h, double rtol, double atol,
-                            double h_max, long max_steps, bool save_norms, bool save_states,
+                            double max_step, long max_steps, bool save_norms, bool save_states,
                             std::optional<py::function> progress, double progress_interval) {
     py::array W0s = py::array::ensure(W0s_obj);
     if (!W0s || W0s.ndim() != 3)
@@ -464,7 +464,7 @@ struct PyDeflationFlow {
     std::vector<Mat> Ws;
     Ws.reserve(n);
     for (py::ssize_t i = 0; i < n; ++i) Ws.push_back(state(W0s[py::int_(i)], "W0s[i]"));
-    const RunArgs args(t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms, save_states);
+    const RunArgs args(t0, t_eval, method, h, rtol, atol, max_step, max_steps, save_norms, save_states);
     std::vector<Records> recs(n);
     std::vector<char> started(n, 0);
     Ticker ticker(std::move(progress), progress_interval);
@@ -482,7 +482,7 @@ struct PyDeflationFlow {
         if (!stop.load()) {
           started[i] = 1;
           try {
-            DeflationSystem sys(flow);  // own workspace per replica
+            GradientFlowSystem sys(flow);  // own workspace per replica
             recs[i].outcome = tdflow::integrate(
                 sys, args.method, Ws[i], args.t0, args.t_eval, args.opt,
                 [&](double t, const Mat& Wt) { recs[i].observe(sys, args, t, Wt); },
@@ -579,11 +579,11 @@ struct PyDeepLinearFlow {
 
   py::dict integrate(py::handle theta0, double t0, py::handle t_eval_obj,
                      const std::string& method_name, double h, double rtol, double atol,
-                     double h_max, long max_steps, bool save_products, bool save_imbalances,
+                     double max_step, long max_steps, bool save_products, bool save_imbalances,
                      bool save_states, std::optional<py::function> progress,
                      double progress_interval) {
     Mat theta = state(theta0, "theta0");
-    const StepArgs args(t0, t_eval_obj, method_name, h, rtol, atol, h_max, max_steps);
+    const StepArgs args(t0, t_eval_obj, method_name, h, rtol, atol, max_step, max_steps);
 
     const Index L = flow.depth(), n0 = flow.dims().front(), nL = flow.dims().back();
     Index n_imb = 0;
@@ -645,14 +645,14 @@ struct PyDeepLinearFlow {
 // holds each column (-1: S_empty); epoch, beta and gamma set Proposition 1's thresholds. The
 // result adds the crossings of delta1 (joins among them), the membership after the run and the
 // worst margin of each condition of Proposition 1 with its time.
-py::dict integrate_joins_py(PyDeflationFlow& self, py::handle W0, double t0, py::handle t_eval,
+py::dict integrate_joins_py(PyGradientFlow& self, py::handle W0, double t0, py::handle t_eval,
                             const std::string& method, double h, double rtol, double atol,
-                            double h_max, long max_steps, bool save_norms, bool save_states,
+                            double max_step, long max_steps, bool save_norms, bool save_states,
                             py::handle member_obj, double delta1, double alpha, long epoch,
                             double beta, double gamma, std::optional<py::function> progress,
                             double progress_interval) {
   Mat W = self.state(W0, "W0");
-  const RunArgs args(t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms, save_states);
+  const RunArgs args(t0, t_eval, method, h, rtol, atol, max_step, max_steps, save_norms, save_states);
   FArray member_arr = as_real_array(member_obj, "member", 1, W.cols());
   if (!(delta1 > 0) || !std::isfinite(delta1)) throw py::value_error("delta1 must be finite and > 0");
   if (!(alpha > 0 && alpha < 1)) throw py::value_error("alpha must lie in (0, 1)");
@@ -676,7 +676,7 @@ py::dict integrate_joins_py(PyDeflationFlow& self, py::handle W0, double t0, py:
   {
     py::gil_scoped_release release;
     auto base_tick = [&](double t) { return ticker(t); };
-    DeflationSystem sys(self.flow);
+    GradientFlowSystem sys(self.flow);
     WatchedTick<DeflationWatch, decltype(base_tick)> tick{watch, base_tick};
     rec.outcome = tdflow::integrate(
         sys, args.method, W, args.t0, args.t_eval, args.opt,
@@ -799,27 +799,27 @@ PYBIND11_MODULE(_core, mod) {
   mod.def("norm_squared", &norm_squared_py, py::arg("Z"), py::arg("c"), py::arg("order"),
           "||T||_F^2 from the upper triangle of the Gram matrix, clamped at 0.");
 
-  py::class_<PyDeflationFlow>(mod, "DeflationFlow")
+  py::class_<PyGradientFlow>(mod, "GradientFlow")
       .def(py::init<py::handle, py::handle, int, double, double>(), py::arg("U"), py::arg("a"),
            py::arg("order"), py::arg("lam"), py::arg("active_tol") = 0.0)
-      .def_property_readonly("active_tol", [](const PyDeflationFlow& f) { return f.flow.active_tol(); })
-      .def_property_readonly("n_active", [](const PyDeflationFlow& f) { return f.flow.n_active(); },
+      .def_property_readonly("active_tol", [](const PyGradientFlow& f) { return f.flow.active_tol(); })
+      .def_property_readonly("n_active", [](const PyGradientFlow& f) { return f.flow.n_active(); },
                              "columns in the residual at the last evaluation")
-      .def_property_readonly("order", [](const PyDeflationFlow& f) { return f.flow.order(); })
-      .def_property_readonly("lam", [](const PyDeflationFlow& f) { return f.flow.lam(); })
+      .def_property_readonly("order", [](const PyGradientFlow& f) { return f.flow.order(); })
+      .def_property_readonly("lam", [](const PyGradientFlow& f) { return f.flow.lam(); })
       .def_property_readonly("basis_target",
-                             [](const PyDeflationFlow& f) { return f.flow.target().basis; })
-      .def("rhs", &PyDeflationFlow::rhs, py::arg("W"))
-      .def("loss", &PyDeflationFlow::loss, py::arg("W"))
-      .def("residual_norm", &PyDeflationFlow::residual_norm, py::arg("W"))
-      .def("directional_residual", &PyDeflationFlow::directional_residual, py::arg("W"))
-      .def("integrate", &PyDeflationFlow::integrate, py::arg("W0"), py::arg("t0"),
+                             [](const PyGradientFlow& f) { return f.flow.target().basis; })
+      .def("rhs", &PyGradientFlow::rhs, py::arg("W"))
+      .def("loss", &PyGradientFlow::loss, py::arg("W"))
+      .def("residual_norm", &PyGradientFlow::residual_norm, py::arg("W"))
+      .def("directional_residual", &PyGradientFlow::directional_residual, py::arg("W"))
+      .def("integrate", &PyGradientFlow::integrate, py::arg("W0"), py::arg("t0"),
            py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
-           py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"),
+           py::arg("max_step"), py::arg("max_steps"), py::arg("save_norms"),
            py::arg("save_states"), py::arg("progress"), py::arg("progress_interval"))
-      .def("integrate_batch", &PyDeflationFlow::integrate_batch, py::arg("W0s"), py::arg("t0"),
+      .def("integrate_batch", &PyGradientFlow::integrate_batch, py::arg("W0s"), py::arg("t0"),
            py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
-           py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"),
+           py::arg("max_step"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"),
            py::arg("progress"), py::arg("progress_interval"));
 
   py::class_<PyDeepLinearFlow>(mod, "DeepLinearFlow")
@@ -831,16 +831,16 @@ PYBIND11_MODULE(_core, mod) {
       .def("rhs", &PyDeepLinearFlow::rhs, py::arg("theta"))
       .def("integrate", &PyDeepLinearFlow::integrate, py::arg("theta0"), py::arg("t0"),
            py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
-           py::arg("h_max"), py::arg("max_steps"), py::arg("save_products"),
+           py::arg("max_step"), py::arg("max_steps"), py::arg("save_products"),
            py::arg("save_imbalances"), py::arg("save_states"), py::arg("progress"),
            py::arg("progress_interval"));
 
   mod.def("integrate_joins", &integrate_joins_py, py::arg("flow"), py::arg("W0"), py::arg("t0"),
           py::arg("t_eval"), py::arg("method"), py::arg("h"), py::arg("rtol"), py::arg("atol"),
-          py::arg("h_max"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"),
+          py::arg("max_step"), py::arg("max_steps"), py::arg("save_norms"), py::arg("save_states"),
           py::arg("member"), py::arg("delta1"), py::arg("alpha"), py::arg("epoch"),
           py::arg("beta"), py::arg("gamma"), py::arg("progress"), py::arg("progress_interval"),
-          "DeflationFlow.integrate plus, on every accepted step, Definition 1 of Ge et al. 2021 "
+          "GradientFlow.integrate plus, on every accepted step, Definition 1 of Ge et al. 2021 "
           "(a column of S_empty joins S_i where its norm crosses delta1, located on the dense "
           "output, if <w,u_i>^2/||w||^2 >= 1 - alpha^2 there) and the worst margins of the four "
           "conditions of Proposition 1.");

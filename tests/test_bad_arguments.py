@@ -119,7 +119,7 @@ DEFLATE = _with(deflate, target=T, m=4, schedule=SMALL, progress=False)
 case("deflate", DEFLATE, "target", [None, "T", CP, np.eye(3)])
 case("deflate", DEFLATE, "m", NOT_INT + [0, -3])
 case("deflate", DEFLATE, "schedule", ["default", {"gamma": 0.3}, 3])
-case("deflate", DEFLATE, "seed", NOT_SEED)
+case("deflate", DEFLATE, "rng", NOT_SEED)
 case("deflate", DEFLATE, "method", ["RK4", None, 3, np.array(["rk4"]), ["dopri5"]])
 for opt in ("rtol", "atol", "active_tol"):
     case("deflate", DEFLATE, opt, NOT_REAL + NOT_FINITE + [-1e-3])
@@ -209,7 +209,7 @@ def test_random_arrays_as_target_components(U):
 def test_messages_show_the_value_and_what_is_allowed():
     cases = [
         (lambda: tdflow.sphere(3, 2, 1.0, -1), "rng must be a numpy.random.Generator or an integer seed >= 0, got -1"),
-        (lambda: deflate(T, 4, SMALL, -1), "seed must be a numpy.random.Generator or an integer seed >= 0, got -1"),
+        (lambda: deflate(T, 4, SMALL, -1), "rng must be a numpy.random.Generator or an integer seed >= 0, got -1"),
         (lambda: Schedule(gamma="0.3"), "gamma must be a real number, got '0.3' (str)"),
         (lambda: Schedule(gamma=1.0), "gamma must be >= 0 and < 1, got 1"),
         (lambda: Schedule(max_time="x"), "max_time must be a number > 0 (inf: no limit), got 'x' (str)"),

@@ -151,7 +151,7 @@ def test_definition2_partition_and_lemma5_each_epoch(small_run):
 def test_default_schedule_recovers_orthogonal_targets(d, r, m, rotate, method):
     a = span_weights(r, 30.0)
     target = (tdflow.Target.random_rotation(d, a, rng=7) if rotate else tdflow.Target.orthogonal(d, a))
-    res = deflate(target, m, seed=1, method=method, progress=False)
+    res = deflate(target, m, rng=1, method=method, progress=False)
     assert res.status == "recovered", res.summary()
     eps_floor = analysis.fit_tolerance(res.target.a, res.schedule.lam, "eps-floor", res.schedule.eps)
     assert analysis.fitted(res.target.a, res.a_hat, eps_floor).all(), res.summary()
@@ -164,7 +164,7 @@ def test_default_schedule_recovers_orthogonal_targets(d, r, m, rotate, method):
 
 def test_too_few_columns_stall_with_a_warning():
     target = tdflow.Target.orthogonal(10, span_weights(5))
-    res = deflate(target, 5, seed=1, progress=False)
+    res = deflate(target, 5, rng=1, progress=False)
     assert res.status == "stalled" and not res.all_fitted
     assert res.epochs["n_redrawn"][-1] == 0
     assert any("no fresh column is left" in w and "Increase m" in w for w in res.warnings)
@@ -173,10 +173,10 @@ def test_too_few_columns_stall_with_a_warning():
 
 def test_max_epochs_and_max_time():
     target = tdflow.Target.orthogonal(10, span_weights(5))
-    res = deflate(target, 30, Schedule(max_epochs=2), seed=0, progress=False)
+    res = deflate(target, 30, Schedule(max_epochs=2), rng=0, progress=False)
     assert res.status == "max-epochs" and res.n_epochs == 2
     assert any("max-epochs" in w for w in res.warnings)
-    res = deflate(target, 30, Schedule(max_time=20.0), seed=0, progress=False)
+    res = deflate(target, 30, Schedule(max_time=20.0), rng=0, progress=False)
     assert res.status == "max-time" and res.t == pytest.approx(20.0)
     assert res.records["t"][-1] == pytest.approx(20.0)
 
@@ -225,7 +225,7 @@ def test_schedule_formulas_and_validation():
 
 def test_theory_schedule_runs():
     target = tdflow.Target.orthogonal(6, [0.8, 0.2])
-    res = deflate(target, 20, Schedule.theory(6, 0.05, 20, max_epochs=2), seed=0, progress=False)
+    res = deflate(target, 20, Schedule.theory(6, 0.05, 20, max_epochs=2), rng=0, progress=False)
     assert res.n_epochs <= 2 and res.status in ("max-epochs", "recovered")
     assert res.directions["discovered_epoch"][0] == 0
 
@@ -260,7 +260,7 @@ class Interrupt(Exception):
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     target = tdflow.Target.orthogonal(12, span_weights(5))
-    full = deflate(target, 30, seed=3, progress=False)
+    full = deflate(target, 30, rng=3, progress=False)
     assert full.n_epochs >= 4
 
     def stop_after_two(res):
@@ -269,7 +269,7 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
 
     ck = tmp_path / "ck.npz"
     with pytest.raises(Interrupt):
-        deflate(target, 30, seed=3, checkpoint=ck, progress=False, callback=stop_after_two)
+        deflate(target, 30, rng=3, checkpoint=ck, progress=False, callback=stop_after_two)
     part = DeflationResult.load(ck)
     assert part.epoch == 2 and part.status == "running"
     resumed = tdflow.resume(ck, progress=False)
@@ -283,31 +283,31 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        deflate(target, 30, seed=3, checkpoint=ck2, progress=False, callback=stop_after_one)
-    again = deflate(target, 30, seed=3, checkpoint=ck2, resume=True, progress=False)
+        deflate(target, 30, rng=3, checkpoint=ck2, progress=False, callback=stop_after_one)
+    again = deflate(target, 30, rng=3, checkpoint=ck2, resume=True, progress=False)
     _same(full, again)
     # a finished run resumes to itself
     _same(full, tdflow.resume(ck2, progress=False))
     # a checkpoint of another run is refused
     with pytest.raises(ValueError, match=r"belongs to another run: it differs in m \(30 vs 31\), seed"):
-        deflate(target, 31, seed=4, checkpoint=ck2, resume=True, progress=False)
+        deflate(target, 31, rng=4, checkpoint=ck2, resume=True, progress=False)
     with pytest.raises(ValueError, match="differs in schedule"):
-        deflate(target, 30, Schedule(gamma=0.2), seed=3, checkpoint=ck2, resume=True, progress=False)
+        deflate(target, 30, Schedule(gamma=0.2), rng=3, checkpoint=ck2, resume=True, progress=False)
 
 
 def test_a_run_stopped_at_max_epochs_can_be_extended(tmp_path):
     target = tdflow.Target.orthogonal(12, span_weights(5))
-    full = deflate(target, 30, seed=3, progress=False)
+    full = deflate(target, 30, rng=3, progress=False)
     ck = tmp_path / "short.npz"
-    short = deflate(target, 30, Schedule(max_epochs=2), seed=3, checkpoint=ck, progress=False)
+    short = deflate(target, 30, Schedule(max_epochs=2), rng=3, checkpoint=ck, progress=False)
     assert short.status == "max-epochs"
     longer = tdflow.resume(ck, max_epochs=100, progress=False)
     _same(full, longer)
     assert not any(w.startswith("stopped (max-") for w in longer.warnings)
     # the same through deflate(..., resume=True) with the new limit in the schedule
     ck2 = tmp_path / "short2.npz"
-    deflate(target, 30, Schedule(max_epochs=2), seed=3, checkpoint=ck2, progress=False)
-    _same(full, deflate(target, 30, Schedule(), seed=3, checkpoint=ck2, resume=True, progress=False))
+    deflate(target, 30, Schedule(max_epochs=2), rng=3, checkpoint=ck2, progress=False)
+    _same(full, deflate(target, 30, Schedule(), rng=3, checkpoint=ck2, resume=True, progress=False))
     # the CLI: --resume with a larger --max-epochs
     out = tmp_path / "cli.npz"
     args = ["deflate", "--d", "12", "--r", "5", "--m", "30", "--seed", "3", "--out", str(out), "--quiet"]

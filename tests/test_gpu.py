@@ -221,7 +221,7 @@ def test_max_steps_and_progress_error(rng):
 
     run = gpu._Run(tor._torch, tor._torch.to_device(W0), 0.0, [1.0], lambda t, W: None, update, 0.0)
     run.fixed("rk4", 0.1, 0)
-    assert run.status == "stopped" and isinstance(run.error, Stop) and run.steps == 1
+    assert run.status == "stopped" and isinstance(run.error, Stop) and run.n_steps == 1
 
 
 def test_validation(rng):
@@ -308,8 +308,8 @@ def test_missing_torch_is_a_clear_error(monkeypatch):
 def test_deflate_on_torch_backend_agrees_with_core():
     """Algorithm 2 with the flow on torch: same S_i events, epochs and fit order."""
     tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, ratio=1.5))
-    a = tdflow.deflate(tgt, m=20, seed=1)
-    b = tdflow.deflate(tgt, m=20, seed=1, backend="torch")
+    a = tdflow.deflate(tgt, m=20, rng=1)
+    b = tdflow.deflate(tgt, m=20, rng=1, backend="torch")
     assert b.status == a.status == "recovered" and b.n_epochs == a.n_epochs
     np.testing.assert_array_equal(b.fit_order, a.fit_order)
     for key in a.events:
@@ -318,7 +318,7 @@ def test_deflate_on_torch_backend_agrees_with_core():
         np.testing.assert_allclose(b.directions[key], a.directions[key], rtol=1e-8)
     assert_rel(b.W, a.W, 1e-8)
     with pytest.raises(ValueError, match="backend must be one of"):
-        tdflow.deflate(tgt, m=20, seed=1, backend="gpu")
+        tdflow.deflate(tgt, m=20, rng=1, backend="gpu")
 
 
 def test_watch_general_target(rng):

@@ -138,7 +138,7 @@ class Schedule:
         and ``t2 - t1 = 36.04/beta``. On Figure 1's target (d = 10, r = 5, ratio 1.2, sum 1;
         ``beta^(0) = ||T*||_F = 0.462``) epoch 0 is ``t1 = 56.1``, ``t2 = 134.1``, and every
         epoch is twice as long as the one before. What a run costs, measured
-        (``deflate(target, 200, Schedule.theory(10, 1e-2, 200), seed=0)``, dopri5, rtol 1e-7, one
+        (``deflate(target, 200, Schedule.theory(10, 1e-2, 200), rng=0)``, dopri5, rtol 1e-7, one
         thread): see the "Theorem 1's schedule" section of README.md.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -530,7 +530,7 @@ def deflate(
     target: Target,
     m: int,
     schedule: Optional[Schedule] = None,
-    seed=0,
+    rng=0,
     *,
     method: str = "dopri5",
     rtol: float = 1e-7,
@@ -555,9 +555,10 @@ def deflate(
         Number of columns.
     schedule : Schedule, optional
         The algorithm's parameters (default: the practical ``Schedule()``).
-    seed : int or numpy.random.Generator
-        All randomness (the initial draw and every re-draw); an int makes the run reproducible.
-        A Generator is consumed; its state is saved with the result.
+    rng : int or numpy.random.Generator
+        All randomness (the initial draw and every re-draw): an integer seed (recorded as the
+        result's ``seed``) makes the run reproducible; a Generator is consumed (``seed`` -1), its
+        state is saved with the result.
     method, rtol, atol, h
         Integrator of each phase (as :meth:`GradientFlow.integrate`).
     n_records : int
@@ -595,8 +596,8 @@ def deflate(
     method = choice(method, "method", METHODS)
     if method not in ADAPTIVE and h is None:
         raise ValueError(f"method {method!r} needs a step h")
-    seed_value = seed if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else -1
-    rng = generator(seed, "seed")
+    seed = rng if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else -1
+    rng = generator(rng, "rng")
     progress, callback = _run_args(progress, callback)
     options = dict(method=method, rtol=float(real_number(rtol, "rtol", minimum=0.0)),
                    atol=float(real_number(atol, "atol", minimum=0.0)),
@@ -609,10 +610,10 @@ def deflate(
         checkpoint = io.check_writable(io.npz_path(checkpoint, "checkpoint"), "checkpoint")
     if resume and checkpoint is not None and checkpoint.exists():
         res = DeflationResult.load(checkpoint)
-        _check_same_run(res, target, m, int(seed_value), schedule, options, checkpoint)
+        _check_same_run(res, target, m, int(seed), schedule, options, checkpoint)
         _set_limits(res, schedule)
     else:
-        res = _start(target, m, int(seed_value), schedule, options, rng)
+        res = _start(target, m, int(seed), schedule, options, rng)
     return _run(res, checkpoint, checkpoint_every, progress, callback, backend)
 
 
@@ -728,8 +729,8 @@ class _Runner:
                                  backend=backend)
         self.rng = _rng_from_state(res.rng_state)
         self.tol = res.fit_tol
-        self.steps = 0
-        self.rhs = 0
+        self.n_steps = 0
+        self.n_rhs = 0
         self.tick: Optional[Callable[[float], None]] = None  # progress: simulated time reached
 
     def phase(self, length: float, phase: int, beta: float) -> dict:
@@ -751,8 +752,8 @@ class _Runner:
             traj = self.flow._trajectory(raw, opt["method"], 0.0)
             raise IntegrationError(f"phase {phase} of epoch {res.epoch} stopped at "
                                    f"t = {raw['t_final']:g}: {raw['status']}", traj)
-        self.steps += int(raw["n_steps"])
-        self.rhs += int(raw["n_rhs"])
+        self.n_steps += int(raw["n_steps"])
+        self.n_rhs += int(raw["n_rhs"])
         res.W = np.asfortranarray(raw["W"])
         res.t = float(t1)
         n_ev = raw["crossing_column"].size
@@ -823,7 +824,7 @@ class _Runner:
     def epoch(self) -> None:
         res, s = self.res, self.res.schedule
         start_wall = time.perf_counter()
-        self.steps = self.rhs = 0
+        self.n_steps = self.n_rhs = 0
         d = res.target.dim
         beta, t_start = res.beta, res.t
         t1p = s.t1_parts(beta, d)[0]
@@ -891,7 +892,7 @@ class _Runner:
             **{f"prop1_{c}": v[0] for c, v in margins.items()},
             **{f"prop1_{c}_t": v[1] for c, v in margins.items()},
             n_unfitted_again=len(lost),
-            wall_time=time.perf_counter() - start_wall, n_steps=self.steps, n_rhs=self.rhs)
+            wall_time=time.perf_counter() - start_wall, n_steps=self.n_steps, n_rhs=self.n_rhs)
         _append(res.epochs, EPOCH_FIELDS, {k: np.array([v]) for k, v in row.items()})
         res.wall_time += row["wall_time"]
         res.beta = beta * (1.0 - s.gamma)

@@ -133,7 +133,7 @@ class GradientFlow:
         self.lam = real_number(lam, "lam", minimum=0.0)
         self.active_tol = real_number(active_tol, "active_tol", minimum=0.0)
         self.backend = backend
-        self._core = _core.DeflationFlow(target.U, target.a, target.order, self.lam, self.active_tol)
+        self._core = _core.GradientFlow(target.U, target.a, target.order, self.lam, self.active_tol)
         self._torch = None
         if backend != "cpu":
             self._torch = gpu.TorchFlow(target.U, target.a, target.order, self.lam, self.active_tol,

@@ -247,16 +247,16 @@ class TorchFlow:
 
     # ---- integration -----------------------------------------------------------------------
     def integrate(self, W0: np.ndarray, t0: float, t_eval: np.ndarray, method: str, h: float,
-                  rtol: float, atol: float, h_max: float, max_steps: int, save_norms: bool,
+                  rtol: float, atol: float, max_step: float, max_steps: int, save_norms: bool,
                   save_states: bool, update: Optional[Callable[[float], None]] = None,
                   interval: float = 0.1) -> dict:
-        """Run a stepper; returns the same dict as the core's ``DeflationFlow.integrate``
+        """Run a stepper; returns the same dict as the core's ``GradientFlow.integrate``
         (``error``: an exception raised by Ctrl-C or by ``update`` during the run, else None)."""
-        return self._integrate(W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps,
+        return self._integrate(W0, t0, t_eval, method, h, rtol, atol, max_step, max_steps,
                                save_norms, save_states, update, interval, None)
 
     def integrate_joins(self, W0: np.ndarray, t0: float, t_eval: np.ndarray, method: str,
-                        h: float, rtol: float, atol: float, h_max: float, max_steps: int,
+                        h: float, rtol: float, atol: float, max_step: float, max_steps: int,
                         save_norms: bool, save_states: bool, member: np.ndarray, delta1: float,
                         alpha: float, epoch: int, beta: float, gamma: float,
                         update: Optional[Callable[[float], None]] = None,
@@ -285,12 +285,12 @@ class TorchFlow:
         m = member.size
         watch = _Watch(self, member.astype(np.int64), delta1, alpha,
                        slack=int(epoch) * m * delta1 * delta1, big=beta / (1.0 - gamma))
-        out = self._integrate(W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps,
+        out = self._integrate(W0, t0, t_eval, method, h, rtol, atol, max_step, max_steps,
                               save_norms, save_states, update, interval, watch)
         out.update(watch.result())
         return out
 
-    def _integrate(self, W0, t0, t_eval, method, h, rtol, atol, h_max, max_steps, save_norms,
+    def _integrate(self, W0, t0, t_eval, method, h, rtol, atol, max_step, max_steps, save_norms,
                    save_states, update, interval, hook):
         rec = _Recorder(self, bool(save_norms), bool(save_states))
         run = _Run(self, self.to_device(W0), float(t0), [float(t) for t in t_eval], rec,
@@ -299,7 +299,7 @@ class TorchFlow:
             if hook is not None:
                 hook.start(run.t, run.W)
             if method in _SCHEMES:
-                run.adaptive(method, h, rtol, atol, h_max, max_steps)
+                run.adaptive(method, h, rtol, atol, max_step, max_steps)
             else:
                 run.fixed(method, h, max_steps)
         except KeyboardInterrupt as err:
@@ -307,8 +307,8 @@ class TorchFlow:
         if run.status == "finished" and update is not None:
             run.tick(run.t, force=True)
         out = rec.to_dict(self.to_host(run.W), self.U.shape[1], self.U.shape[0])
-        out.update(status=run.status, t_final=run.t, n_steps=run.steps, n_rhs=run.n_rhs,
-                   n_rejected=run.rejected, h_last=run.h_last, error=run.error)
+        out.update(status=run.status, t_final=run.t, n_steps=run.n_steps, n_rhs=run.n_rhs,
+                   n_rejected=run.n_rejected, h_last=run.h_last, error=run.error)
         return out
 
 
@@ -523,7 +523,7 @@ class _Run:
         self.observe, self.update, self.interval = observe, update, interval
         self.hook = hook  # hook.step(t, t_new, W, Wn, dense) on every accepted step (_Watch)
         self.status, self.error = "finished", None
-        self.steps = self.n_rhs = self.rejected = 0
+        self.n_steps = self.n_rhs = self.n_rejected = 0
         self.h_last = 0.0
         self.last_tick = time.monotonic()
 
@@ -561,7 +561,7 @@ class _Run:
             n = max(1, int(math.ceil((tb - ta) / h - 1e-9)))
             hs = (tb - ta) / n
             for s in range(n):
-                if max_steps > 0 and self.steps >= max_steps:
+                if max_steps > 0 and self.n_steps >= max_steps:
                     self.status = "max-steps"
                     return
                 W = self.W
@@ -590,12 +590,12 @@ class _Run:
                     self.hook.step(self.t, t_new, W, Wn, dense)
                 self.W = Wn
                 self.t = t_new
-                self.steps += 1
+                self.n_steps += 1
                 if self.tick(self.t):
                     return
             self.observe(tb, self.W)
 
-    def adaptive(self, method: str, h: float, rtol: float, atol: float, h_max: float,
+    def adaptive(self, method: str, h: float, rtol: float, atol: float, max_step: float,
                  max_steps: int) -> None:
         """integrate.hpp's integrate_adaptive: ``method`` is "dopri5" or "dop853"."""
         t_eval = self.t_eval
@@ -627,11 +627,11 @@ class _Run:
             h = min(100 * h0, h1)
             if not (h > 0 and math.isfinite(h)):  # f(W + h0 f0) overflowed
                 h = h0
-        h = min(h, h_max)
+        h = min(h, max_step)
 
         rejected_last = False
         while self.t < t_end:
-            if max_steps > 0 and self.steps + self.rejected >= max_steps:
+            if max_steps > 0 and self.n_steps + self.n_rejected >= max_steps:
                 self.status = "max-steps"
                 return
             t, W = self.t, self.W
@@ -647,14 +647,14 @@ class _Run:
             err = scheme.error_norm(W, Wn, h, rtol, atol)
             if not math.isfinite(err) or not _finite(Wn) or not _finite(scheme.K[-1]):
                 rejected_last = True
-                self.rejected += 1
+                self.n_rejected += 1
                 h *= 0.1
                 if _tiny_step(h, t):
                     self.status = "non-finite"
                     return
                 continue
             if err > 1.0:
-                self.rejected += 1
+                self.n_rejected += 1
                 h *= max(0.2, 0.9 * err ** exponent)
                 rejected_last = True
                 continue
@@ -674,12 +674,12 @@ class _Run:
             self.W = Wn
             scheme.accept()
             self.t = t_new
-            self.steps += 1
+            self.n_steps += 1
             factor = 10.0 if err == 0.0 else min(10.0, 0.9 * err ** exponent)
             if rejected_last:
                 factor = min(1.0, factor)
             rejected_last = False
-            h = min(h * factor, h_max)
+            h = min(h * factor, max_step)
             if self.tick(self.t):
                 return
 

@@ -121,8 +121,8 @@ class ActiveSet {
 
 // The deflation model's gradient flow. Immutable after construction, so one object can be
 // shared by any number of threads: the scratch of an evaluation lives in a Workspace owned by
-// the caller (DeflationSystem holds one for a run and reuses it at every step).
-class DeflationFlow {
+// the caller (GradientFlowSystem holds one for a run and reuses it at every step).
+class GradientFlow {
  public:
   struct Workspace {
     Mat Wbar, Wact, P;
@@ -132,7 +132,7 @@ class DeflationFlow {
 
   // active_tol: the residual leaves out columns whose summed squared norms stay below
   // active_tol * ||T*||_F (see ActiveSet); 0 evaluates it exactly.
-  DeflationFlow(Target target, double lam, double active_tol = 0.0)
+  GradientFlow(Target target, double lam, double active_tol = 0.0)
       : target_(std::move(target)), lam_(lam), active_tol_(active_tol) {
     if (!(lam_ >= 0) || !std::isfinite(lam_))
       throw std::invalid_argument("lam must be finite and >= 0");
@@ -242,12 +242,12 @@ class DeflationFlow {
   mutable std::atomic<Index> n_active_{0};  // a statistic only: racing writers are harmless
 };
 
-// A DeflationFlow with a workspace of its own: the system a stepper (integrate.hpp) runs. One
+// A GradientFlow with a workspace of its own: the system a stepper (integrate.hpp) runs. One
 // per run or per thread; the flow it refers to may be shared.
-class DeflationSystem {
+class GradientFlowSystem {
  public:
-  explicit DeflationSystem(const DeflationFlow& flow) : flow_(flow) {}
-  const DeflationFlow& flow() const { return flow_; }
+  explicit GradientFlowSystem(const GradientFlow& flow) : flow_(flow) {}
+  const GradientFlow& flow() const { return flow_; }
   void rhs(const Eigen::Ref<const Mat>& W, Mat& dW) { flow_.rhs(W, dW, ws_); }
   double residual_norm_squared(const Eigen::Ref<const Mat>& W) {
     return flow_.residual_norm_squared(W, ws_);
@@ -257,8 +257,8 @@ class DeflationSystem {
   }
 
  private:
-  const DeflationFlow& flow_;
-  DeflationFlow::Workspace ws_;
+  const GradientFlow& flow_;
+  GradientFlow::Workspace ws_;
 };
 
 }  // namespace tdflow

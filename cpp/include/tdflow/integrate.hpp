@@ -55,14 +55,14 @@ struct StepOptions {
   double h = 0.05;      // fixed step; for dopri5 the first step (<= 0: chosen automatically)
   double rtol = 1e-8;   // dopri5: relative tolerance, per column of W
   double atol = 0.0;    // dopri5: absolute tolerance, per column norm
-  double h_max = std::numeric_limits<double>::infinity();
+  double max_step = std::numeric_limits<double>::infinity();  // adaptive: largest step
   long max_steps = 0;   // 0: unlimited
 };
 
 struct Outcome {
   Status status = Status::Finished;
   double t = 0.0;  // time the returned state belongs to
-  long steps = 0, rhs_evals = 0, rejected = 0;
+  long n_steps = 0, n_rhs = 0, n_rejected = 0;
   double h = 0.0;  // the last step tried
 };
 
@@ -315,13 +315,13 @@ Outcome integrate_fixed(Sys& sys, Method method, Mat& W, double t0,
     const long n = std::max(1L, static_cast<long>(std::ceil((tb - ta) / opt.h - 1e-9)));
     const double h = (tb - ta) / static_cast<double>(n);
     for (long s = 0; s < n; ++s) {
-      if (opt.max_steps > 0 && out.steps >= opt.max_steps) {
+      if (opt.max_steps > 0 && out.n_steps >= opt.max_steps) {
         out.status = Status::MaxSteps;
         return out;
       }
       if (method == Method::Euler) {
         sys.rhs(W, K1);
-        out.rhs_evals += 1;
+        out.n_rhs += 1;
         detail::for_column_blocks(m, d, [&](Index j0, Index nj) {
           Wn.middleCols(j0, nj) = W.middleCols(j0, nj) + h * K1.middleCols(j0, nj);
         });
@@ -339,7 +339,7 @@ Outcome integrate_fixed(Sys& sys, Method method, Mat& W, double t0,
           Y.middleCols(j0, nj) = W.middleCols(j0, nj) + h * K3.middleCols(j0, nj);
         });
         sys.rhs(Y, K4);
-        out.rhs_evals += 4;
+        out.n_rhs += 4;
         detail::for_column_blocks(m, d, [&](Index j0, Index nj) {
           Wn.middleCols(j0, nj) =
               W.middleCols(j0, nj) +
@@ -368,7 +368,7 @@ Outcome integrate_fixed(Sys& sys, Method method, Mat& W, double t0,
       }
       W.swap(Wn);
       out.t = t_new;
-      out.steps += 1;
+      out.n_steps += 1;
       if (tick(out.t)) {
         out.status = Status::Stopped;
         return out;
@@ -588,7 +588,7 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
   Scheme scheme(d, m);
   Mat Y(d, m), Wn(d, m);
   sys.rhs(W, scheme.f0());
-  out.rhs_evals += 1;
+  out.n_rhs += 1;
   if (!detail::all_finite(scheme.f0())) {  // the RHS overflows at the start: no step can help
     out.status = Status::NonFinite;
     return out;
@@ -607,7 +607,7 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
     Y = W + h0 * f0;
     Mat& f1 = scheme.scratch();
     sys.rhs(Y, f1);
-    out.rhs_evals += 1;
+    out.n_rhs += 1;
     Y = (f1 - f0) / h0;
     const double d2 = detail::column_error_norm(Y, W, W, opt.rtol, opt.atol);
     const double h1 = std::max(d1, d2) <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
@@ -615,11 +615,11 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
     h = std::min(100 * h0, h1);
     if (!(h > 0) || !std::isfinite(h)) h = h0;  // f(W + h0 f0) overflowed
   }
-  h = std::min(h, opt.h_max);
+  h = std::min(h, opt.max_step);
 
   bool rejected_last = false;
   while (out.t < t_end) {
-    if (opt.max_steps > 0 && out.steps + out.rejected >= opt.max_steps) {
+    if (opt.max_steps > 0 && out.n_steps + out.n_rejected >= opt.max_steps) {
       out.status = Status::MaxSteps;
       return out;
     }
@@ -634,13 +634,13 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
       out.status = Status::StepTooSmall;
       return out;
     }
-    out.rhs_evals += scheme.attempt(sys, W, h, Y, Wn);
+    out.n_rhs += scheme.attempt(sys, W, h, Y, Wn);
     const double err = scheme.error_norm(W, Wn, h, opt.rtol, opt.atol);
 
     if (!std::isfinite(err) || !detail::all_finite(Wn) || !scheme.last_stage_finite()) {
       // shrink hard; a state that blows up at every step size is reported as non-finite
       rejected_last = true;
-      out.rejected += 1;
+      out.n_rejected += 1;
       h *= 0.1;
       if (detail::tiny_step(h, t)) {
         out.status = Status::NonFinite;
@@ -653,7 +653,7 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
       continue;
     }
     if (err > 1.0) {
-      out.rejected += 1;
+      out.n_rejected += 1;
       h *= std::max(0.2, 0.9 * std::pow(err, exponent));
       rejected_last = true;
       if (poll()) {
@@ -669,24 +669,24 @@ Outcome integrate_adaptive(Sys& sys, Mat& W, double t0, const std::vector<double
         observe(t_new, Wn);
         continue;
       }
-      out.rhs_evals += scheme.prepare_dense(sys, W, Wn, h);
+      out.n_rhs += scheme.prepare_dense(sys, W, Wn, h);
       scheme.dense((t_eval[i] - t) / h, W, Wn, h, Y);
       observe(t_eval[i], Y);
     }
     if constexpr (detail::has_step<std::remove_reference_t<Tick>>::value) {
       tick.step(StepView{t, t_new, W, Wn, [&](double th, Index j, double* y) {
-        out.rhs_evals += scheme.prepare_dense(sys, W, Wn, h);
+        out.n_rhs += scheme.prepare_dense(sys, W, Wn, h);
         scheme.dense_column(th, j, W, Wn, h, y);
       }});
     }
     W.swap(Wn);
     scheme.accept();
     out.t = t_new;
-    out.steps += 1;
+    out.n_steps += 1;
     double factor = err == 0.0 ? 10.0 : std::min(10.0, 0.9 * std::pow(err, exponent));
     if (rejected_last) factor = std::min(1.0, factor);
     rejected_last = false;
-    h = std::min(h * factor, opt.h_max);
+    h = std::min(h * factor, opt.max_step);
     if (tick(out.t)) {
       out.status = Status::Stopped;
       return out;
