@@ -1,12 +1,14 @@
-// Right-hand sides of the gradient flows.
-//
-// Deflation model (Ge, Ren, Wang, Zhou 2021), order l >= 3:
+// The deflation model's gradient flow (Ge, Ren, Wang, Zhou 2021), order l >= 3 (the deep
+// linear model's flow is in linear.hpp):
 //   T = sum_k w_k^{(x)l} / ||w_k||^{l-2} = sum_k ||w_k||^2 wbar_k^{(x)l},
 //   L(W) = 1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2,   R = T* - T.
 // Written with unit directions wbar = w / ||w|| (so every Gram entry lies in [-1, 1] and no
 // ||w||^{-(l-2)} overflows for tiny columns), -grad L is, column by column,
 //   dw/dt = l ||w|| R(wbar^{l-1}, I) - (l-2) R(wbar^l) w - lam w,
 // with R(wbar^l) = <R(wbar^{l-1}, I), wbar>. A zero column has zero velocity.
+// Here: the target T* (Target), the columns left out of R while they are negligible
+// (ActiveSet), the flow (GradientFlow, immutable, shared by threads) and GradientFlowSystem,
+// a flow with its own scratch: what a stepper of integrate.hpp runs.
 #pragma once
 
 #include <Eigen/Dense>
