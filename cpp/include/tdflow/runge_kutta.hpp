@@ -104,18 +104,24 @@ inline double column_error_norm(const Mat& E, const Mat& Y, const Mat& Z, double
 }
 
 // dst = base + h * sum_s coef[s] * K[s] (zero coefficients skipped; base nullptr: zero), column
-// block by block.
+// block by block; a block of whole columns is contiguous, so plain loops serve (for small states
+// an Eigen expression per term cost more than the arithmetic).
 inline void combine(Mat& dst, const Mat* base, double h, const double* coef, int n, const Mat* K) {
   const Index d = K[0].rows(), m = K[0].cols();
   for_column_blocks(m, d, [&](Index j0, Index nj) {
-    auto blk = dst.middleCols(j0, nj);
+    const Index len = d * nj;
+    double* out = dst.data() + d * j0;
     if (base) {
-      blk = base->middleCols(j0, nj);
+      const double* b = base->data() + d * j0;
+      for (Index i = 0; i < len; ++i) out[i] = b[i];
     } else {
-      blk.setZero();
+      for (Index i = 0; i < len; ++i) out[i] = 0.0;
     }
-    for (int s = 0; s < n; ++s)
-      if (coef[s] != 0.0) blk += (h * coef[s]) * K[s].middleCols(j0, nj);
+    for (int s = 0; s < n; ++s) {
+      if (coef[s] == 0.0) continue;
+      const double c = h * coef[s], *k = K[s].data() + d * j0;
+      for (Index i = 0; i < len; ++i) out[i] += c * k[i];
+    }
   });
 }
 
@@ -236,29 +242,37 @@ class RungeKutta {
   }
 
   // column j of y(t + th * h) into y (after prepare_dense)
+  // (y accumulates the sums in passes over the column, which vectorise)
   void dense_column(double th, Index j, const Mat& W, const Mat& Wn, double h, double* y) const {
     const Index d = W.rows();
-    const double *w = W.col(j).data(), *k[kMaxStages];
-    for (int s = 0; s < tab_.dense_stages; ++s) k[s] = K_[s].col(j).data();
+    const double* w = W.col(j).data();
     if (tab_.dense == DenseForm::Weights) {
       double q[kMaxStages];
       weights(th, q);
-      for (Index i = 0; i < d; ++i) {
-        double v = 0.0;
-        for (int s = 0; s < tab_.dense_stages; ++s) v += q[s] * k[s][i];
-        y[i] = w[i] + h * v;
+      for (Index i = 0; i < d; ++i) y[i] = 0.0;
+      for (int s = 0; s < tab_.dense_stages; ++s) {
+        const double *k = K_[s].col(j).data(), qs = q[s];
+        for (Index i = 0; i < d; ++i) y[i] += qs * k[i];
       }
+      for (Index i = 0; i < d; ++i) y[i] = w[i] + h * y[i];
       return;
     }
-    // Hermite: innermost term first, alternating factors theta and 1 - theta
+    // Hermite, the innermost term first: F_{4+r} enters F_{3+r} times theta for even r and
+    // times 1 - theta for odd r (F_3 enters F_2 times 1 - theta)
     const double x = th, x1 = 1.0 - th, *wn = Wn.col(j).data();
-    const double *f0 = k[0], *f1 = k[tab_.stages - 1], *F[kMaxDenseTerms];
+    const double *f0 = K_[0].col(j).data(), *f1 = K_[tab_.stages - 1].col(j).data();
     const int nF = static_cast<int>(F_.size());
-    for (int r = 0; r < nF; ++r) F[r] = F_[r]->col(j).data();
+    if (nF > 0) {
+      const double* F = F_[nF - 1]->col(j).data();
+      for (Index i = 0; i < d; ++i) y[i] = F[i];
+    }
+    for (int r = nF - 2; r >= 0; --r) {
+      const double *F = F_[r]->col(j).data(), a = r % 2 == 0 ? x : x1;
+      for (Index i = 0; i < d; ++i) y[i] = F[i] + a * y[i];
+    }
     for (Index i = 0; i < d; ++i) {
       const double F0 = wn[i] - w[i], F1 = h * f0[i] - F0, F2 = 2.0 * F0 - h * (f0[i] + f1[i]);
-      double v = nF > 0 ? F[nF - 1][i] : F2;  // F_{3+r} is multiplied into F_{2+r} by x or x1
-      for (int r = nF - 2; r >= -1; --r) v = (r >= 0 ? F[r][i] : F2) + ((r % 2 == 0) ? x : x1) * v;
+      const double v = nF > 0 ? F2 + x1 * y[i] : F2;
       y[i] = w[i] + x * (F0 + x1 * (F1 + x * v));
     }
   }
