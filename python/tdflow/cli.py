@@ -252,6 +252,13 @@ def _sweep(args) -> int:
     return 1 if result.errors else 0
 
 
+def _doctor(args) -> int:
+    from .config import show_config
+
+    show_config()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="no Dask dashboard for the local cluster")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("doctor", help="print the version, CPU level, compiler, Eigen, OpenMP and "
+                       "threads of this install (for bug reports; also tdflow.show_config())")
+    p.set_defaults(func=_doctor)
     return parser
 
 
