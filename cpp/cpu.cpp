@@ -21,6 +21,8 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
 #elif defined(_WIN32)
+#define NOMINMAX
+#define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 #endif
 #endif
