@@ -95,9 +95,10 @@ _PROBE = textwrap.dedent("""
 # Makes the subprocess see a CPU without AVX-512: a stand-in tdflow._cpu, installed before
 # tdflow imports the real one.
 _NO_AVX512 = textwrap.dedent("""
-    import glob, importlib.util
+    import importlib.machinery, importlib.util, os
     pkg = importlib.util.find_spec("tdflow").submodule_search_locations[0]
-    spec = importlib.util.spec_from_file_location("tdflow._cpu", glob.glob(pkg + "/_cpu*")[0])
+    files = [os.path.join(pkg, "_cpu" + s) for s in importlib.machinery.EXTENSION_SUFFIXES]
+    spec = importlib.util.spec_from_file_location("tdflow._cpu", next(filter(os.path.exists, files)))
     cpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cpu)
     feats = {k: v and not k.startswith("avx512") for k, v in cpu.features().items()}
