@@ -20,7 +20,8 @@ X86_BUILT = ("x86-64-v4", "x86-64-v3", "x86-64-v2")
 
 
 def test_choice_follows_the_features():
-    assert choose("auto", X86_BUILT, ALL_X86).level == "x86-64-v4"
+    c = choose(None, X86_BUILT, ALL_X86)
+    assert (c.level, c.reason) == ("x86-64-v4", "the best level this CPU runs (TDFLOW_CPU_LEVEL not set)")
     c = choose("", X86_BUILT, NO_AVX512)
     assert (c.level, c.runnable) == ("x86-64-v3", ("x86-64-v3", "x86-64-v2"))
     no_fma = dict(NO_AVX512, fma=False)
@@ -38,7 +39,7 @@ def test_forced_level_and_its_spellings(value, level):
     c = choose(value, X86_BUILT, ALL_X86)
     assert c.level == level
     assert c.reason == (f"TDFLOW_CPU_LEVEL={value}" if "auto" not in value else
-                        "the best level this CPU runs (TDFLOW_CPU_LEVEL not set)")
+                        f"the best level this CPU runs (TDFLOW_CPU_LEVEL={value})")
 
 
 def test_refusals_name_the_reason():

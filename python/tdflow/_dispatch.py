@@ -65,24 +65,25 @@ def missing_features(level: str, features: Mapping[str, bool]) -> list:
     ``native`` and ``baseline`` need nothing that can be checked: a native core was compiled for
     the build machine, a baseline core for the architecture's minimum.
     """
+    if level not in X86_FEATURES:
+        return []
     need: list = []
     for name, feats in X86_FEATURES.items():
-        if level not in X86_FEATURES:
-            break
         need += feats
         if name == level:
             break
     return [f for f in need if not features.get(f, False)]
 
 
-def choose(requested: str, built: Sequence[str], features: Mapping[str, bool]) -> Choice:
-    """The level to load, given the request, the levels built (best first) and the features.
+def choose(requested: Optional[str], built: Sequence[str], features: Mapping[str, bool]) -> Choice:
+    """The level to load, given the request (None: not set), the levels built (best first) and
+    the CPU's features.
 
     Raises ImportError, with the reason and what is possible instead, when the request cannot
     be met (not built, or needs a feature this CPU lacks) or nothing built runs here.
     """
     try:
-        level = normalize(requested)
+        level = normalize("auto" if requested is None else requested)
     except ValueError as err:
         raise ImportError(str(err)) from None
     built = tuple(built)
@@ -100,10 +101,11 @@ def choose(requested: str, built: Sequence[str], features: Mapping[str, bool]) -
                 "--no-binary tdflow")
         level = runnable[0]
         why = "the -march=native build" if level == "native" else "the best level this CPU runs"
-        return Choice(level, f"{why} ({ENV} not set)", built, runnable)
+        how = f"{ENV} not set" if requested is None else f"{ENV}={requested}"
+        return Choice(level, f"{why} ({how})", built, runnable)
     if level not in built:
         raise ImportError(f"{ENV}={requested!r}: this build of tdflow has no {level} core; "
-                          f"it has {', '.join(built) or 'none'}")
+                          f"it has {', '.join(built)}")
     missing = missing_features(level, features)
     if missing:
         runs = ", ".join(runnable) or "none of the levels built"
@@ -124,7 +126,7 @@ def load(package: str) -> ModuleType:
     """Import the chosen ``<package>._core_<level>``, register it as ``<package>._core``."""
     global CHOICE
     cpu = importlib.import_module(f"{package}._cpu")
-    choice = choose(os.environ.get(ENV, "auto"), built_levels(package), cpu.features())
+    choice = choose(os.environ.get(ENV), built_levels(package), cpu.features())
     core = importlib.import_module(f"{package}.{module_name(choice.level)}")
     sys.modules[f"{package}._core"] = core
     CHOICE = choice
