@@ -33,7 +33,7 @@ def _subparsers(parser):
 def test_every_help_text_shows_its_default():
     parser = cli.build_parser()
     subs = _subparsers(parser)
-    assert set(subs) == {"fig1", "linear", "compare", "deflate", "plot", "sweep"}
+    assert set(subs) == {"fig1", "linear", "compare", "deflate", "plot", "sweep", "doctor"}
     schedule = cli._schedule_defaults()
     checked = 0
     for name, sub in subs.items():

@@ -1,16 +1,20 @@
 """tdflow: fast gradient flow for over-parametrized symmetric tensor decomposition.
 
-The compiled core (C++/Eigen/OpenMP) lives in the private module ``tdflow._core``; this package
-re-exports what users need.
+The compiled core (C++/Eigen/OpenMP) lives in the private module ``tdflow._core``, which is
+the build for this CPU's level (tdflow._dispatch; ``tdflow.show_config()`` says which); this
+package re-exports what users need.
 """
+from . import _dispatch
+
 try:
-    from . import _core
+    from . import _cpu  # noqa: F401  (compiled beside the core; its absence means no build)
 except ImportError as err:  # pragma: no cover - only when the extension is missing
     raise ImportError(
-        "tdflow's compiled extension tdflow._core could not be imported. Was the package "
-        "built and installed (python -m pip install .)? Importing from a source checkout "
-        "without building does not work."
+        "tdflow's compiled extensions (tdflow._cpu, tdflow._core_*) could not be imported. Was "
+        "the package built and installed (python -m pip install .)? Importing from a source "
+        "checkout without building does not work."
     ) from err
+_core = _dispatch.load(__name__)
 
 from . import analysis, theory
 from .beyond_lazy import BeyondLazy, BeyondLazyResult, VariantState, variant_gradient, variant_loss, variant_model
@@ -25,6 +29,7 @@ from .sampling import sphere
 from .sweep import sweep  # imports dask only when a sweep runs
 from .target import Target, geometric_weights, power_law_weights, uniform_weights
 from .threads import get_num_threads, num_threads, set_num_threads
+from .config import show_config
 
 __version__ = "0.1.0"
 
@@ -42,4 +47,6 @@ __all__ = [
     "run_comparison", "DeepLinearFlow", "LinearTrajectory", "RateBound",
     # sweeps and threads
     "sweep", "get_num_threads", "num_threads", "set_num_threads",
+    # for bug reports
+    "show_config",
 ]

@@ -378,6 +378,13 @@ def _schedule_defaults() -> dict:
     return out
 
 
+def _doctor(args) -> int:
+    from .config import show_config
+
+    show_config()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -443,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="no Dask dashboard for the local cluster")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("doctor", help="print the version, CPU level, compiler, Eigen, OpenMP and "
+                       "threads of this install (for bug reports; also tdflow.show_config())")
+    p.set_defaults(func=_doctor)
     return parser
 
 
