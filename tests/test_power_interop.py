@@ -63,13 +63,15 @@ def test_dense_kernels_against_the_reference(rng, monkeypatch, block):
         np.testing.assert_allclose(dense.deflated_norms(D, W, lam), want, rtol=1e-12)
 
 
-def test_asymmetric_dense_input_is_refused_with_the_largest_asymmetry(rng):
+@pytest.mark.parametrize("block", [dense._BLOCK, 7])  # 7: the check runs row by row
+def test_asymmetric_dense_input_is_refused_with_the_largest_asymmetry(rng, monkeypatch, block):
+    monkeypatch.setattr(dense, "_BLOCK", block)
     tgt = tdflow.Target.random_rotation(5, [1.0, 0.5], rng, 4)
     D = ref.dense(tgt.U, tgt.a, 4)
     bad = D.copy()
-    bad[0, 1, 2, 3] += 1e-3
+    bad[1, 2, 3, 3] += 1e-3
     bad[3, 2, 1, 0] += 1e-6
-    with pytest.raises(ValueError, match=r"T must be symmetric: \|T\[0, 1, 2, 3\] - T\[1, 0, 2, 3\]\| = 0\.001, "
+    with pytest.raises(ValueError, match=r"T must be symmetric: \|T\[1, 2, 3, 3\] - T\[2, 1, 3, 3\]\| = 0\.001, "
                                          r".* the largest asymmetry, exceeds symmetry_tol = 1e-10"):
         tensor_power_method(bad, 2)
     # within the tolerance it is accepted (and the tolerance is the caller's)
@@ -88,6 +90,8 @@ def test_asymmetric_dense_input_is_refused_with_the_largest_asymmetry(rng):
     nan[1, 1, 1, 1] = np.nan
     with pytest.raises(ValueError, match="T contains NaN or Inf"):
         tensor_power_method(nan, 1)
+    with pytest.raises(ValueError, match="T's squared Frobenius norm overflows double precision"):
+        tensor_power_method(D * 1e300, 1)
     with pytest.raises(ValueError, match="symmetry_tol must be >= 0"):
         tensor_power_method(D, 1, symmetry_tol=-1.0)
 

@@ -12,7 +12,7 @@ import numpy as np
 from ._checks import real_array, show
 
 SYMMETRY_TOL = 1e-10  # largest |T - T with two axes swapped| allowed, relative to max |T|
-_BLOCK = 1 << 21  # entries of scratch per block (16 MiB)
+_BLOCK = 1 << 20  # entries of scratch per block (8 MiB)
 
 
 def symmetric_array(T, name: str = "T", tol: float = SYMMETRY_TOL) -> np.ndarray:
@@ -32,14 +32,19 @@ def symmetric_array(T, name: str = "T", tol: float = SYMMETRY_TOL) -> np.ndarray
     if arr.ndim < 3 or len(set(arr.shape)) != 1 or arr.shape[0] < 1:
         raise ValueError(f"{name} must be a dense symmetric array of shape (d,)*l with l >= 3 and "
                          f"d >= 1, got shape {arr.shape}")
-    scale = float(np.max(np.abs(arr)))
-    worst, where = 0.0, None
-    for i in range(arr.ndim - 1):
-        diff = np.subtract(arr, arr.swapaxes(i, i + 1))
-        np.abs(diff, out=diff)
-        k = int(np.argmax(diff))
-        if diff.flat[k] > worst:
-            worst, where = float(diff.flat[k]), (i, np.unravel_index(k, arr.shape))
+    d = arr.shape[0]
+    rows = max(1, _BLOCK // d ** (arr.ndim - 1))
+    scale, worst, where = 0.0, 0.0, None
+    for r in range(0, d, rows):
+        block = arr[r:r + rows]
+        scale = max(scale, float(block.max()), -float(block.min()))
+        for i in range(arr.ndim - 1):
+            diff = np.subtract(block, arr.swapaxes(i, i + 1)[r:r + rows])
+            np.abs(diff, out=diff)
+            k = int(np.argmax(diff))
+            if diff.flat[k] > worst:
+                idx = np.unravel_index(k, diff.shape)
+                worst, where = float(diff.flat[k]), (i, (idx[0] + r,) + idx[1:])
     if worst > tol * scale:
         i, idx = where
         idx = tuple(int(x) for x in idx)

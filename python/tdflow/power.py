@@ -116,7 +116,7 @@ def tensor_power_method(T, rank: int, *, n_starts: int = 20, n_iters: int = 30, 
     g = generator(rng)
     d, l = T.dim, T.order
     start = time.perf_counter()
-    tnorm = T.norm() if D is None else float(np.linalg.norm(D))
+    tnorm = T.norm() if D is None else _dense_norm(D)
     R = T  # a dense input's residual is D + R, R holding the deflations
     weights, comps = [], []
     calls, work = 0, 0.0
@@ -188,6 +188,17 @@ def _as_input(T, symmetry_tol):
         return D, CPTensor(np.zeros((D.shape[0], 0)), [], D.ndim)
     raise TypeError("T must be a CPTensor, a Target, TensorLy's CPTensor (weights, factors) or a "
                     f"dense symmetric array of shape (d,)*l, got {show(T)}")
+
+
+def _dense_norm(D):
+    """``||D||_F``, refused (like a CP tensor's) when its square overflows: the residual norms are
+    sums of squares."""
+    with np.errstate(over="ignore"):
+        sq = float(np.vdot(D, D))
+    if not np.isfinite(sq):
+        raise ValueError(f"T's squared Frobenius norm overflows double precision (largest |T| "
+                         f"{max(float(D.max()), -float(D.min())):.3g})")
+    return float(np.sqrt(sq))
 
 
 def _cp_residual_norms(T: CPTensor, W: np.ndarray, lam: np.ndarray):
