@@ -11,8 +11,11 @@ chosen so that ``lam >= 0`` (``(-w)^{(x)l} = -w^{(x)l}``).
 A dense symmetric array (TensorLy's input) is taken as it stands: the residual is that array
 plus the CP columns found, and each contraction costs the array's ``d^l`` multiply-adds. It is not
 converted first: an exact CP form of a general symmetric tensor is itself a decomposition (the
-problem being solved), and the plain one by polarisation has ``2^(l-1)`` terms per monomial, far
-more than ``d^l`` work a contraction.
+problem being solved), and the plain one by polarisation has ``2^(l-1)`` terms per monomial,
+``C(d+l-1, l) 2^(l-1)`` in all: about ``2^(l-1) d^(l+1) / l!`` work a contraction. Measured (``bench/bench_tensorly.py``, d = 40, l = 4,
+r = 3-5, one thread, loaded 2-core machine): 1.2-1.9 s from the dense array (memory-bound: one
+pass over it per iteration, all starts batched), 4-12 ms from the CP form, 8.4-10.9 s for
+TensorLy's ``symmetric_parafac_power_iteration`` with as many power steps.
 
 For an orthogonally decomposable tensor this recovers every component exactly (up to rounding);
 for non-orthogonal components each deflation leaves a small error behind.
