@@ -20,8 +20,8 @@ Before any timing, every method's components must match the truth: ``min_i |<u_i
 allocations during one more run, beyond the inputs (tdflow's C++ core allocates outside its view:
 ``O((k + m) d)`` doubles for a CP input; the dense array itself is the input, ``d^l`` doubles).
 ``--threads`` sets the OpenBLAS and OpenMP threads of both libraries before NumPy loads (default
-1: on a loaded 2-core machine multi-threaded OpenBLAS on these small products ran up to 50x
-slower than one thread).
+1: on a loaded 2-core machine two OpenBLAS threads on these small products ran 2-6x slower than
+one, a fair comparison either way since both libraries use the same BLAS).
 """
 import argparse
 import os

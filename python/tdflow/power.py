@@ -96,7 +96,7 @@ def tensor_power_method(T, rank: int, *, n_starts: int = 20, n_iters: int = 30, 
         first within ``symmetry_tol``; see :func:`tdflow.tensorly_interop.from_tensorly`); its
         symmetric ``(weights, factor)`` pair goes through ``CPTensor.from_tensorly(T, order=l)``.
         A dense array of shape ``(d,)*l`` must be symmetric (``|T - T.swapaxes(i, i+1)| <=
-        symmetry_tol * max|T|``); it is read, never copied or modified, and every contraction
+        symmetry_tol * max|T|``); it is never modified (nor copied if C-ordered float64); every contraction
         then costs its ``d^l`` multiply-adds (one GEMM with its ``(d^(l-1), d)`` unfolding per
         batch of starts) against ``2 k d`` for a CP tensor of rank ``k``.
     rank : int
@@ -131,8 +131,8 @@ def tensor_power_method(T, rank: int, *, n_starts: int = 20, n_iters: int = 30, 
         work += (2.0 * R.rank * d + dense_work) * V.shape[1]
         if D is None:
             return R.contract(V)
-        # NumPy for the few deflated columns too: alternating OpenBLAS's and OpenMP's spinning
-        # thread pools was measured 50x slower on a loaded 2-core machine
+        # NumPy for the few deflated columns too: interleaving OpenBLAS's and the core's OpenMP
+        # thread pools (both spin-wait) made a d = 40, l = 3 run 9x slower on a loaded 2-core machine
         return dense.contract(D, V) + R.Z @ (R.c[:, None] * (R.Z.T @ V) ** (l - 1))
 
     def evaluate(V):
