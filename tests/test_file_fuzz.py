@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import tdflow
 from tdflow import cli, io
 from tdflow.deflation import DeflationResult, Schedule, deflate
-from tdflow.sweep import FILE_KIND, Run, _read_result, _result_meta, parse_spec, run_id
+from tdflow.sweeps import FILE_KIND, Run, parse_spec, run_id
+from tdflow.sweeps.store import read_result as _read_result, result_meta as _result_meta
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -235,7 +236,7 @@ def test_damaged_sweep_run_files_are_run_again(tmp_path, run_file, data):
 
 def test_a_sweep_reruns_damaged_and_edited_files(tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
-    from tdflow.sweep import local_cluster, sweep
+    from tdflow.sweeps import local_cluster, sweep
 
     spec = {"kind": "flow", "seeds": 4, "fixed": dict(d=5, r=2, m=8, radius=1e-3, t_end=30.0,
                                                        n_records=11)}

@@ -22,7 +22,7 @@ from .lazy import LazyFit, LazySweep, lazy_features, lazy_fit, lazy_sweep, symme
 from .linear import DeepLinearFlow, LinearTrajectory, RateBound
 from .power import PowerResult, tensor_power_method
 from .sampling import sphere
-from .sweep import sweep  # imports dask only when a sweep runs
+from .sweep import sweep  # the function (tdflow.sweeps); dask is imported only when a sweep runs
 from .target import Target, geometric_weights, power_law_weights, uniform_weights
 from .threads import get_num_threads, num_threads, set_num_threads
 

@@ -357,7 +357,7 @@ def _add_deflate_parsers(sub) -> None:
 
 
 def _sweep(args) -> int:
-    from .sweep import sweep
+    from .sweeps import sweep
 
     try:
         result = sweep(args.spec, args.out, scheduler=args.scheduler, workers=args.workers,
@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="a grid of runs x seeds on dask.distributed (local cluster by default)",
                        formatter_class=_Help)
-    p.add_argument("spec", help="TOML spec (see python -m pydoc tdflow.sweep)")
+    p.add_argument("spec", help="TOML spec (format: python -m pydoc tdflow.sweeps)")
     p.add_argument("--out", default=None, help="output folder (default: the spec path without .toml)")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://host:port (default: a local cluster)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: one per core)")
