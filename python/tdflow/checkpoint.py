@@ -18,7 +18,7 @@ from . import io
 from ._checks import real_array
 from .deflation_result import (DIRECTION_FIELDS, EPOCH_FIELDS, EVENT_FIELDS, GROUPS, OPTION_NAMES,
                                PARTITION_FIELDS, REDRAW_FIELDS, STATUSES, DeflationResult)
-from .flow import METHODS
+from .options import FIELDS, METHODS, SolverOptions
 from .schedule import Schedule
 from .target import Target
 
@@ -80,7 +80,7 @@ def load(path) -> DeflationResult:
         schedule = Schedule.from_dict(meta["schedule"])
         _check_file_state(arrays, meta, groups, r)
         res = DeflationResult(target=target, m=m, seed=int(meta["seed"]), schedule=schedule,
-                  options=dict(meta["options"]), W=real_array(arrays["W"], "W", 2, (d, m)),
+                  **_options(meta["options"]), W=real_array(arrays["W"], "W", 2, (d, m)),
                   member=arrays["member"].astype(np.int64), armed=arrays["armed"].astype(bool),
                   beta=float(meta["beta"]), epoch=int(meta["epoch"]), t=float(meta["t"]),
                   rng_state=meta["rng_state"], status=str(meta["status"]),
@@ -110,9 +110,17 @@ def _check_file_state(arrays, meta, groups, r) -> None:
     if meta["status"] not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {meta['status']!r}")
     options = meta["options"]
-    if not isinstance(options, dict) or set(options) != set(OPTION_NAMES) or \
-            options["method"] not in METHODS:
-        raise ValueError(f"integrator options must be {OPTION_NAMES} with a method of {METHODS}")
+    if not isinstance(options, dict) or not set(OPTION_NAMES) <= set(options) or \
+            not set(options) <= set(OPTION_NAMES) | set(FIELDS) or options["method"] not in METHODS:
+        raise ValueError(f"integrator options must be {OPTION_NAMES} (and other fields of "
+                         f"SolverOptions) with a method of {METHODS}")
+
+
+def _options(options: dict) -> dict:
+    """``solver`` and ``active_tol`` of a file's integrator options (older files lack the
+    SolverOptions fields added since: they take their defaults)."""
+    solver = {k: v for k, v in options.items() if k != "active_tol"}
+    return dict(solver=SolverOptions.from_dict(solver), active_tol=float(options["active_tol"]))
 
 
 def jsonable_state(state):
@@ -146,7 +154,7 @@ def rng_from_state(state: dict) -> np.random.Generator:
     return np.random.Generator(bg)
 
 
-def check_same_run(res, target, m, seed, schedule, options, path) -> None:
+def check_same_run(res, target, m, seed, schedule, solver, active_tol, path) -> None:
     """``ValueError`` unless the checkpoint ``res`` is the run that ``deflate`` was asked for
     (the limits ``max_epochs`` and ``max_time`` may differ)."""
     diffs = []
@@ -160,7 +168,7 @@ def check_same_run(res, target, m, seed, schedule, options, path) -> None:
     limits = dict(max_epochs=schedule.max_epochs, max_time=schedule.max_time)
     if dataclasses.replace(res.schedule, **limits) != schedule:
         diffs.append("schedule")
-    if res.options != options:
+    if res.solver != solver or res.active_tol != active_tol:
         diffs.append("integrator options")
     if diffs:
         raise ValueError(f"the checkpoint {path} belongs to another run: it differs in "

@@ -7,7 +7,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .flow import METHODS as STEPPERS
+from typing import Any, Mapping
+
+from .figure1 import SOLVER as FIG1_SOLVER
+from .deflation import SOLVER as DEFLATE_SOLVER
+
+# the flags of add_solver_arguments: every SolverOptions field but t_eval (an array)
+SOLVER_FLAGS = ("method", "rtol", "atol", "h", "max_step", "max_steps", "n_records")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -38,6 +44,36 @@ def _save(save: Callable[[Path], Path], path: Path) -> Path:
         return saved
 
 
+def add_solver_arguments(parser, defaults: Mapping[str, Any]) -> None:
+    """One flag per field of :class:`~tdflow.SolverOptions` (``t_eval`` excepted), each with
+    default None so that a config file can fill it; the help shows the command's ``defaults``
+    (laid over ``SolverOptions()``). :func:`solver_options` builds the object back."""
+    import dataclasses
+
+    from .options import METHODS, SolverOptions
+
+    shown = SolverOptions(**defaults).to_dict()
+    shown.update(h=shown["h"] if shown["h"] is not None else "automatic",
+                 max_step=shown["max_step"] if shown["max_step"] is not None else "none")
+    for f in dataclasses.fields(SolverOptions):
+        if f.name not in SOLVER_FLAGS:
+            continue
+        kw = dict(choices=METHODS) if f.name == "method" else \
+            dict(type=int if isinstance(f.default, int) else float, metavar=f.name.upper())
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kw,
+                            help=f"{f.metadata['help']} (default: {shown[f.name]})")
+
+
+def solver_options(args, defaults: Mapping[str, Any], config: Optional[Mapping[str, Any]] = None):
+    """The SolverOptions of a command: its ``defaults``, then ``config`` (a file's table), then the
+    flags of :func:`add_solver_arguments` that were given."""
+    from .options import SolverOptions
+
+    given = {k: getattr(args, k) for k in SOLVER_FLAGS if getattr(args, k) is not None}
+    return SolverOptions.resolve(None, {**dict(config or {}), **given}, defaults,
+                                 where="the solver options")
+
+
 def _fig1(args) -> int:
     from .figure1 import run_figure1
     from .threads import set_num_threads
@@ -48,8 +84,8 @@ def _fig1(args) -> int:
     _writable(out / "fig1.npz", "--out")
     result = run_figure1(
         seeds=range(args.seed0, args.seed0 + args.seeds), d=args.d, m=args.m, r=args.r,
-        ratio=args.ratio, radius=args.radius, lam=args.lam, t_end=args.t_end, method=args.method,
-        h=args.h, rtol=args.rtol, progress=False if args.quiet else None,
+        ratio=args.ratio, radius=args.radius, lam=args.lam, t_end=args.t_end,
+        options=solver_options(args, FIG1_SOLVER), progress=False if args.quiet else None,
     )
     npz = _save(result.save, out / "fig1.npz")
     print(result.summary())
@@ -193,28 +229,41 @@ SCHEDULE_OPTIONS = (
     ("margin", float, "escape-time labels of re-drawn columns: near-tie factor"),
 )
 PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geo", span=30.0, seed=0, order=4,
-                        target="basis", method="dopri5", rtol=1e-7, n_records=41)
+                        target="basis")
+TABLES = ("problem", "solver", "schedule")
 
 
 def _read_toml(path) -> dict:
     from . import io
 
     data = io.load_toml(path, "--config")  # a missing file: OSError naming --config
-    unknown = sorted(set(data) - {"schedule", "problem"})
+    unknown = sorted(set(data) - set(TABLES))
     if unknown:
-        raise ValueError(f"{path}: unknown tables {unknown}; expected [schedule] and [problem]")
-    for table in ("schedule", "problem"):
+        raise ValueError(f"{path}: unknown tables {unknown}; expected {[f'[{t}]' for t in TABLES]}")
+    for table in TABLES:
         if not isinstance(data.get(table, {}), dict):
             raise ValueError(f"{path}: {table} must be a table ([{table}]), got {data[table]!r}")
-    problem = data.get("problem", {})
+    data = {t: dict(data.get(t, {})) for t in TABLES}
+    problem, solver = data["problem"], data["solver"]
+    for key in OLD_PROBLEM_KEYS:  # configs written before [solver] held these in [problem]
+        if key in problem:
+            if key in solver:
+                raise ValueError(f"{path}: {key} is in both [problem] and [solver]; keep the one "
+                                 "in [solver]")
+            solver[key] = problem.pop(key)
     bad = sorted(set(problem) - set(PROBLEM_DEFAULTS))
     if bad:
         raise ValueError(f"{path}: unknown [problem] keys {bad}; known: {sorted(PROBLEM_DEFAULTS)}")
+    bad = sorted(set(solver) - set(SOLVER_FLAGS))
+    if bad:
+        raise ValueError(f"{path}: unknown [solver] keys {bad}; known: {sorted(SOLVER_FLAGS)}")
     return data
 
 
-PROBLEM_CHOICES = dict(spectrum=("geo", "pow", "uniform"), target=("basis", "rotation"),
-                       method=STEPPERS)
+OLD_PROBLEM_KEYS = ("method", "rtol", "n_records")
+
+
+PROBLEM_CHOICES = dict(spectrum=("geo", "pow", "uniform"), target=("basis", "rotation"))
 
 
 def _problem(prob: dict) -> dict:
@@ -275,8 +324,8 @@ def _deflate(args) -> int:
     else:
         target = Target.random_rotation(prob["d"], a, rng=prob["seed"] + 10_000, order=prob["order"])
     out = _writable(io.npz_path(args.out, "--out"), "--out")
-    res = deflate(target, prob["m"], schedule, prob["seed"], method=prob["method"],
-                  rtol=prob["rtol"], n_records=prob["n_records"], checkpoint=out,
+    options = solver_options(args, DEFLATE_SOLVER, config.get("solver"))
+    res = deflate(target, prob["m"], schedule, prob["seed"], options=options, checkpoint=out,
                   checkpoint_every=args.checkpoint_every, resume=args.resume,
                   progress=False if args.quiet else None)
     print(res.summary())
@@ -314,10 +363,11 @@ def _add_deflate_parsers(sub) -> None:
     p = sub.add_parser("deflate", help="run Algorithm 2 of the deflation paper (epochs + re-draws)",
                        formatter_class=_Help,
                        description="Algorithm 2 (Ge et al. 2021) on an orthogonal target. Options "
-                       "left out come from --config (TOML tables [problem] and [schedule]), then "
+                       "left out come from --config (TOML tables [problem], [solver] and "
+                       "[schedule]), then "
                        "from the defaults (tdflow.Schedule()). Exit status 0 when recovered, 1 "
                        "when the run stopped otherwise, 2 on bad input.")
-    p.add_argument("--config", help="TOML file with [problem] and [schedule] tables")
+    p.add_argument("--config", help="TOML file with [problem], [solver] and [schedule] tables")
     p.add_argument("--out", default="deflation.npz",
                    help="result file, also the checkpoint (written atomically after every epoch; "
                    ".npz is appended unless the name ends with it)")
@@ -333,12 +383,12 @@ def _add_deflate_parsers(sub) -> None:
             ("spectrum", dict(choices=("geo", "pow", "uniform")), "weight spectrum (sum 1)"),
             ("span", dict(type=float), "a_max / a_min of the spectrum"),
             ("target", dict(choices=("basis", "rotation")), "orthogonal target frame"),
-            ("order", dict(type=int), "tensor order l"), ("seed", dict(type=int), "random seed of the run"),
-            ("method", dict(choices=STEPPERS), "integrator"),
-            ("rtol", dict(type=float), "relative tolerance of the adaptive methods"),
-            ("n_records", dict(type=int), "recording times per phase")):
+            ("order", dict(type=int), "tensor order l"), ("seed", dict(type=int), "random seed of the run")):
         g.add_argument("--" + name.replace("_", "-"), dest=name, **kw,
                        help=f"{text} (default: {PROBLEM_DEFAULTS[name]})")
+    add_solver_arguments(p.add_argument_group(
+        "integrator of each phase (each default is overridden by [solver] in --config)"),
+        DEFLATE_SOLVER)
     g = p.add_argument_group("schedule (each default is overridden by [schedule] in --config; "
                              "--theory: Theorem 1's values)")
     defaults = _schedule_defaults()
@@ -397,9 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, default=1e-15, help="initialisation radius")
     p.add_argument("--lam", type=float, default=0.0, help="weight decay")
     p.add_argument("--t-end", type=float, default=250.0, help="final time")
-    p.add_argument("--method", choices=STEPPERS, default="rk4")
-    p.add_argument("--h", type=float, default=0.05, help="step (fixed-step methods)")
-    p.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (dopri5, dop853)")
+    add_solver_arguments(p.add_argument_group("integrator"), FIG1_SOLVER)
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: the OpenMP default)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -34,15 +34,18 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import io
-from ._checks import choice, flag, generator, positive_int, real_number
+from ._checks import flag, generator, positive_int, real_number
 from .checkpoint import check_same_run, save_checkpoint, set_limits
 from .deflation_result import DeflationResult
 from .deflation_runner import Runner, start
-from .flow import ADAPTIVE, METHODS
+from .options import SolverOptions
 from .schedule import Schedule
 from .target import Target
 
 __all__ = ["deflate", "resume", "DeflationResult", "Schedule"]
+
+# deflate's integrator defaults where they differ from SolverOptions() (per phase)
+SOLVER = dict(rtol=1e-7, n_records=41)
 
 
 def deflate(
@@ -51,11 +54,7 @@ def deflate(
     schedule: Optional[Schedule] = None,
     rng=0,
     *,
-    method: str = "dopri5",
-    rtol: float = 1e-7,
-    atol: float = 0.0,
-    h: Optional[float] = None,
-    n_records: int = 41,
+    options: Optional[SolverOptions] = None,
     active_tol: float = 1e-16,
     checkpoint=None,
     checkpoint_every: int = 1,
@@ -63,6 +62,7 @@ def deflate(
     progress: Optional[bool] = None,
     callback: Optional[Callable[[DeflationResult], None]] = None,
     backend: str = "cpu",
+    **solver,
 ) -> DeflationResult:
     """Run Algorithm 2 (modified gradient flow) on ``target`` with ``m`` columns.
 
@@ -78,10 +78,14 @@ def deflate(
         All randomness (the initial draw and every re-draw): an integer seed (recorded as the
         result's ``seed``) makes the run reproducible; a Generator is consumed (``seed`` -1), its
         state is saved with the result.
-    method, rtol, atol, h
-        Integrator of each phase (as :meth:`GradientFlow.integrate`).
-    n_records : int
-        Recording times per phase (resolution of fit times and plots).
+    options : SolverOptions, optional
+        The integrator of each phase; its fields can be given as keywords too (``method``,
+        ``rtol``, ``atol``, ``h``, ``max_step``, ``max_steps``, ``n_records``), as in
+        :meth:`GradientFlow.integrate`. Defaults: :data:`SOLVER` over ``SolverOptions()``
+        (dopri5, ``rtol = 1e-7``, ``n_records = 41`` evenly spaced recording times per phase:
+        the resolution of fit times and plots; ``t_eval`` does not apply).
+    active_tol : float
+        The flow's active-set tolerance (:class:`GradientFlow`).
     checkpoint : path, optional
         Save the result there (atomically) every ``checkpoint_every`` epochs and at the end;
         ``.npz`` is appended unless the name ends with it (``"run"`` writes and resumes
@@ -112,27 +116,24 @@ def deflate(
     schedule = Schedule() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a tdflow.Schedule, got {type(schedule).__name__}")
-    method = choice(method, "method", METHODS)
-    if method not in ADAPTIVE and h is None:
-        raise ValueError(f"method {method!r} needs a step h")
+    solver = SolverOptions.resolve(options, solver, SOLVER, where="deflate")
+    if solver.t_eval is not None:
+        raise ValueError("t_eval does not apply to deflate: each phase records n_records evenly "
+                         "spaced times; give n_records")
     seed = rng if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) else -1
     rng = generator(rng, "rng")
     progress, callback = _run_args(progress, callback)
-    options = dict(method=method, rtol=float(real_number(rtol, "rtol", minimum=0.0)),
-                   atol=float(real_number(atol, "atol", minimum=0.0)),
-                   h=None if h is None else float(real_number(h, "h", minimum=0.0, strict=True)),
-                   n_records=positive_int(n_records, "n_records", minimum=2),
-                   active_tol=float(real_number(active_tol, "active_tol", minimum=0.0)))
+    active_tol = real_number(active_tol, "active_tol", minimum=0.0)
     checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     resume = flag(resume, "resume")
     if checkpoint is not None:
         checkpoint = io.check_writable(io.npz_path(checkpoint, "checkpoint"), "checkpoint")
     if resume and checkpoint is not None and checkpoint.exists():
         res = DeflationResult.load(checkpoint)
-        check_same_run(res, target, m, int(seed), schedule, options, checkpoint)
+        check_same_run(res, target, m, int(seed), schedule, solver, active_tol, checkpoint)
         set_limits(res, schedule)
     else:
-        res = start(target, m, int(seed), schedule, options, rng)
+        res = start(target, m, int(seed), schedule, solver, active_tol, rng)
     return _run(res, checkpoint, checkpoint_every, progress, callback, backend)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import analysis, theory
 from .flow import GradientFlow, Trajectory
+from .options import SolverOptions
 from .schedule import Schedule
 from .target import Target
 
@@ -46,6 +47,8 @@ DIRECTION_FIELDS = ("discovered_t", "discovered_epoch", "fitted_t", "fitted_epoc
 GROUPS = ("epochs", "records", "events", "redraws", "partitions", "directions")
 
 STATUSES = ("running", "recovered", "stalled", "max-epochs", "max-time")
+# the integrator options every deflation file holds (files since issue 17 add max_step, max_steps
+# and t_eval: the fields of SolverOptions)
 OPTION_NAMES = ("method", "rtol", "atol", "h", "n_records", "active_tol")
 
 
@@ -91,14 +94,17 @@ class DeflationResult:
     State to continue from: ``W`` (d x m), ``member`` (direction of each column, -1 none),
     ``armed`` (``member < 0``: watched for joining), ``beta`` (of the next epoch), ``epoch``
     (next epoch index), ``t`` (simulated time), ``rng_state`` (``Generator.bit_generator.state``,
-    JSON-able), ``status`` ("running" while not finished) and ``warnings``.
+    JSON-able), ``status`` ("running" while not finished) and ``warnings``. The run's
+    integrator: ``solver`` (the :class:`SolverOptions` of every phase) and ``active_tol``
+    (``options``: both as one dict, as files hold them).
     """
 
     target: Target
     m: int
     seed: int
     schedule: Schedule
-    options: dict
+    solver: SolverOptions
+    active_tol: float
     W: np.ndarray
     member: np.ndarray
     armed: np.ndarray
@@ -118,6 +124,11 @@ class DeflationResult:
     wall_time: float = 0.0
 
     # ---- summaries -------------------------------------------------------------------------
+    @property
+    def options(self) -> dict:
+        """The integrator options as files hold them: ``solver.to_dict()`` and ``active_tol``."""
+        return dict(self.solver.to_dict(), active_tol=self.active_tol)
+
     @property
     def n_epochs(self) -> int:
         return int(self.epochs["beta"].size)
@@ -186,7 +197,7 @@ class DeflationResult:
         return Trajectory(t=rec["t"], loss=rec["loss"], residual_norm=rec["residual_norm"],
                           directional_residual=rec["directional_residual"], W=self.W,
                           a=np.array(self.target.a), status="finished", t_final=self.t,
-                          method=self.options["method"], n_steps=int(self.epochs["n_steps"].sum()),
+                          method=self.solver.method, n_steps=int(self.epochs["n_steps"].sum()),
                           n_rhs=int(self.epochs["n_rhs"].sum()), wall_time=self.wall_time,
                           norms=rec.get("norms"))
 

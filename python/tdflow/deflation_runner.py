@@ -23,14 +23,15 @@ def _draw(rng: np.random.Generator, d: int, n: int, radius: float) -> np.ndarray
     return radius * X
 
 
-def start(target, m, seed, schedule, options, rng) -> DeflationResult:
+def start(target, m, seed, schedule, solver, active_tol, rng) -> DeflationResult:
     d, r = target.dim, target.rank
     W = np.asfortranarray(_draw(rng, d, m, schedule.delta0))
-    flow = GradientFlow(target, schedule.lam, active_tol=options["active_tol"])
+    flow = GradientFlow(target, schedule.lam, active_tol=active_tol)
     beta0 = flow.residual_norm(W)
     if not beta0 > 0:
         raise ValueError("||T - T*||_F is 0 at the initial state: nothing to fit")
-    res = DeflationResult(target=target, m=m, seed=seed, schedule=schedule, options=options, W=W,
+    res = DeflationResult(target=target, m=m, seed=seed, schedule=schedule, solver=solver,
+                          active_tol=active_tol, W=W,
                           member=np.full(m, -1, dtype=np.int64), armed=np.ones(m, dtype=bool),
                           beta=float(beta0), epoch=0, t=0.0,
                           rng_state=jsonable_state(rng.bit_generator.state))
@@ -68,7 +69,7 @@ class Runner:
 
     def __init__(self, res: DeflationResult, backend: str = "cpu"):
         self.res = res
-        self.flow = GradientFlow(res.target, res.schedule.lam, active_tol=res.options["active_tol"],
+        self.flow = GradientFlow(res.target, res.schedule.lam, active_tol=res.active_tol,
                                  backend=backend)
         self.rng = rng_from_state(res.rng_state)
         self.tol = res.fit_tol
@@ -78,13 +79,12 @@ class Runner:
 
     def phase(self, length: float, phase: int, beta: float) -> dict:
         """Run one phase; returns Proposition 1's worst margins and their times over it."""
-        res, opt, s = self.res, self.res.options, self.res.schedule
+        res, opt, s = self.res, self.res.solver, self.res.schedule
         t0, t1 = res.t, res.t + length
-        t_eval = np.linspace(t0, t1, opt["n_records"])
-        step = np.nan if opt["h"] is None else opt["h"]
+        t_eval = np.linspace(t0, t1, opt.n_records)
         member_before = res.member.copy()
-        args = (res.W, t0, t_eval, opt["method"], step, opt["rtol"], opt["atol"], np.inf, 0, True,
-                False, res.member, s.delta1, s.alpha, res.epoch, beta, s.gamma, self.tick, 0.25)
+        args = (res.W, t0, t_eval, *opt.stepping(), True, False, res.member, s.delta1, s.alpha,
+                res.epoch, beta, s.gamma, self.tick, 0.25)
         if self.flow._torch is not None:
             raw = self.flow._torch.integrate_joins(*args)
         else:
@@ -92,7 +92,7 @@ class Runner:
         if raw["error"] is not None:
             raise raw["error"]
         if raw["status"] != "finished":
-            traj = self.flow._trajectory(raw, opt["method"], 0.0)
+            traj = self.flow._trajectory(raw, opt.method, 0.0)
             raise IntegrationError(f"phase {phase} of epoch {res.epoch} stopped at "
                                    f"t = {raw['t_final']:g}: {raw['status']}", traj)
         self.n_steps += int(raw["n_steps"])

@@ -41,10 +41,14 @@ import numpy as np
 from . import _core
 from . import linear_bounds as lb
 from ._checks import generator, positive_int, real_array, real_number
-from .flow import check_outcome, largest_column_norm, solver_args, trim_records
+from .flow import check_outcome, largest_column_norm, trim_records
+from .options import SolverOptions
 from .progress import progress_bar
 
 __all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]
+
+# DeepLinearFlow.integrate's defaults where they differ from SolverOptions()
+SOLVER = dict(rtol=1e-10)
 
 
 def _singular_value(W: np.ndarray, k: int) -> float:
@@ -436,48 +440,34 @@ class DeepLinearFlow:
         return cands, info
 
     # -- integration ----------------------------------------------------------------------
-    def integrate(
-        self,
-        layers0,
-        t_span: Sequence[float] = (0.0, 1.0),
-        *,
-        method: str = "dopri5",
-        h: Optional[float] = None,
-        rtol: float = 1e-10,
-        atol: float = 0.0,
-        t_eval=None,
-        n_records: int = 501,
-        max_step: float = np.inf,
-        max_steps: int = 0,
-        save_products: bool = True,
-        save_imbalances: bool = True,
-        save_states: bool = False,
-        progress: Optional[bool] = None,
-    ) -> LinearTrajectory:
+    def integrate(self, layers0, t_span: Sequence[float] = (0.0, 1.0), *,
+                  options: Optional[SolverOptions] = None, save_products: bool = True,
+                  save_imbalances: bool = True, save_states: bool = False,
+                  progress: Optional[bool] = None, **solver) -> LinearTrajectory:
         """Integrate ``dW_l/dt = -dL/dW_l`` from ``layers0`` over ``t_span = (t0, t1)``.
 
-        ``method``: ``"dopri5"`` (adaptive Dormand-Prince 5(4), error ``<~ atol + rtol ||W_l||`` for
-        each layer; ``h`` = first step, None: automatic), ``"dop853"`` (order 8, same control),
-        or fixed-step
-        ``"rk4"`` / ``"euler"`` with step ``h`` (required). ``t_eval``: recording times inside
-        ``t_span`` (default ``n_records`` evenly spaced). Records the loss, the gap ``f - f*``,
-        ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances ``D_l(t)``.
-        As in SciPy's ``solve_ivp`` the run covers all of ``t_span`` even when ``t_eval`` ends
-        earlier (the final layers are those of ``t1``).
+        ``options`` (a :class:`SolverOptions`) and the solver keywords as in
+        :meth:`GradientFlow.integrate`, with ``rtol = 1e-10`` by default (:data:`SOLVER`):
+        ``"dopri5"`` (adaptive Dormand-Prince 5(4), error ``<~ atol + rtol ||W_l||`` for each
+        layer; ``h`` = first step, None: automatic), ``"dop853"`` (order 8, same control), or
+        fixed-step ``"rk4"`` / ``"euler"`` with step ``h`` (required). Records the loss, the gap
+        ``f - f*``, ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances
+        ``D_l(t)``. As in SciPy's ``solve_ivp`` the run covers all of ``t_span`` even when
+        ``t_eval`` ends earlier (the final layers are those of ``t1``).
 
         Raises IntegrationError on NaN/Inf or a collapsed adaptive step (the partial trajectory
         is ``err.trajectory``); a KeyboardInterrupt carries it too.
         """
+        opts = SolverOptions.resolve(options, solver, SOLVER, where="integrate")
         layers0 = self._layers(layers0, "layers0")
         theta0 = self.pack(layers0)
-        t0, t1, args, n_rec = solver_args(t_span, method, h, rtol, atol, t_eval, n_records,
-                                          max_step, max_steps)
+        t0, t1, t_eval, n_rec = opts.grid(t_span)
 
         start = time.perf_counter()
-        with progress_bar(t0, t1, enabled=progress, desc=f"{method} linear L={self.depth}") as update:
+        with progress_bar(t0, t1, enabled=progress, desc=f"{opts.method} linear L={self.depth}") as update:
             raw = self._core.integrate(
-                theta0, t0, *args, bool(save_products), bool(save_imbalances), bool(save_states),
-                update, 0.1,
+                theta0, t0, t_eval, *opts.stepping(), bool(save_products), bool(save_imbalances),
+                bool(save_states), update, 0.1,
             )
         trim_records(raw, n_rec)
         with np.errstate(over="ignore", invalid="ignore"):  # inf for a start that overflows
@@ -494,7 +484,7 @@ class DeepLinearFlow:
             layers=self.unpack(raw["theta"]), f_star=self.f_star,
             imbalance_scale=scale, products=raw.get("products"),
             imbalances=imbalances, states=raw.get("states"), status=raw["status"],
-            t_final=raw["t_final"], method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
+            t_final=raw["t_final"], method=opts.method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
         )
         check_outcome(traj, raw["error"], **self._diagnosis(traj, raw))

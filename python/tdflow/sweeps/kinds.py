@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import io
 from .._checks import positive_int
+from ..options import SolverOptions
 
 
 def plain(x):
@@ -186,8 +187,8 @@ def run_flow(params: dict, seed: int) -> Tuple[dict, dict]:
     d = target.dim
     flow = GradientFlow(target, lam=p["lam"], active_tol=p["active_tol"])
     W0 = sphere(d, p["m"], p["radius"], np.random.default_rng(seed))
-    traj = flow.integrate(W0, (0.0, p["t_end"]), method=p["method"], h=p["h"], rtol=p["rtol"],
-                          n_records=p["n_records"], save_norms=bool(p["save_norms"]), progress=False)
+    traj = flow.integrate(W0, (0.0, p["t_end"]), options=SolverOptions.from_params(p),
+                          save_norms=bool(p["save_norms"]), progress=False)
     fit_times = traj.fit_times(p["threshold"])
     row = dict(
         recovered=int(np.isfinite(fit_times).sum()),
@@ -261,8 +262,8 @@ def run_linear(params: dict, seed: int) -> Tuple[dict, dict]:
         bound_rate, bound_kind = float(bound.rate), bound.kind
     except ValueError:
         bound_rate, bound_kind = math.nan, "none"
-    traj = flow.integrate(layers0, (0.0, p["t_end"]), method=p["method"], h=p["h"], rtol=p["rtol"],
-                          n_records=p["n_records"], save_products=False, progress=False)
+    traj = flow.integrate(layers0, (0.0, p["t_end"]), options=SolverOptions.from_params(p),
+                          save_products=False, progress=False)
     rates = {}
     for kind in ("min", "secant", "final"):
         try:
@@ -303,8 +304,8 @@ def run_deflate(params: dict, seed: int) -> Tuple[dict, dict]:
                                                      "eps", "c1", "c1pp", "c1ppp", "c2", "c_rho",
                                                      "max_epochs", "max_time", "fit_tol",
                                                      "margin")})
-    res = deflate(target, positive_int(p["m"], "m"), schedule, seed, method=p["method"],
-                  rtol=p["rtol"], n_records=p["n_records"], progress=False)
+    res = deflate(target, positive_int(p["m"], "m"), schedule, seed,
+                  options=SolverOptions.from_params(p), progress=False)
     row = dict(
         recovered=int(np.sum(res.fitted_now)), status=res.status, epochs=int(res.n_epochs),
         fit_order=[int(i) for i in res.fit_order], final_error=float(res.residual_norm),
