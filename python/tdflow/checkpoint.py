@@ -20,6 +20,7 @@ from .deflation_result import (DIRECTION_FIELDS, EPOCH_FIELDS, EVENT_FIELDS, GRO
                                PARTITION_FIELDS, REDRAW_FIELDS, STATUSES, DeflationResult)
 from .options import FIELDS, METHODS, SolverOptions
 from .schedule import Schedule
+from .solution import Status, status_arg
 from .target import Target
 
 KIND = "deflation"
@@ -83,7 +84,7 @@ def load(path) -> DeflationResult:
                   **_options(meta["options"]), W=real_array(arrays["W"], "W", 2, (d, m)),
                   member=arrays["member"].astype(np.int64), armed=arrays["armed"].astype(bool),
                   beta=float(meta["beta"]), epoch=int(meta["epoch"]), t=float(meta["t"]),
-                  rng_state=meta["rng_state"], status=str(meta["status"]),
+                  rng_state=meta["rng_state"], status=status_arg(meta["status"], STATUSES),
                   warnings=list(meta["warnings"]), wall_time=float(meta["wall_time"]),
                   **groups)
         rng_from_state(res.rng_state)  # validates the state
@@ -107,8 +108,6 @@ def _check_file_state(arrays, meta, groups, r) -> None:
         raise ValueError(f"beta must be finite and > 0, got {meta['beta']!r}")
     if not (math.isfinite(float(meta["t"])) and float(meta["t"]) >= 0):
         raise ValueError(f"t must be finite and >= 0, got {meta['t']!r}")
-    if meta["status"] not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}, got {meta['status']!r}")
     options = meta["options"]
     if not isinstance(options, dict) or not set(OPTION_NAMES) <= set(options) or \
             not set(options) <= set(OPTION_NAMES) | set(FIELDS) or options["method"] not in METHODS:
@@ -178,13 +177,13 @@ def check_same_run(res, target, m, seed, schedule, solver, active_tol, path) -> 
 def set_limits(res: DeflationResult, schedule: Schedule) -> None:
     """Adopt the limits of ``schedule``; re-open a run that stopped only at an old limit."""
     res.schedule = schedule
-    if res.status in ("max-epochs", "max-time"):
+    if res.status in (Status.MAX_EPOCHS, Status.MAX_TIME):
         cut = res.n_epochs and res.epochs["t_end"][-1] < (
             res.epochs["t_start"][-1] + res.epochs["t2"][-1]) - 1e-12
-        if res.status == "max-time" and cut:
+        if res.status == Status.MAX_TIME and cut:
             return  # the last epoch was cut short: it cannot be continued bitwise
         if res.epoch < schedule.max_epochs and res.t < schedule.max_time:
-            res.status = "running"
+            res.status = Status.RUNNING
             res.warnings = [w for w in res.warnings if not w.startswith("stopped (max-")]
 
 

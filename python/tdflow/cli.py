@@ -330,7 +330,7 @@ def _deflate(args) -> int:
                   progress=False if args.quiet else None)
     print(res.summary())
     print(f"result: {_save(res.save, out)}")
-    return 0 if res.status == "recovered" else 1
+    return 0 if res.success else 1
 
 
 def _plot(args) -> int:

@@ -40,6 +40,7 @@ from .deflation_result import DeflationResult
 from .deflation_runner import Runner, start
 from .options import SolverOptions
 from .schedule import Schedule
+from .solution import Status
 from .target import Target
 
 __all__ = ["deflate", "resume", "DeflationResult", "Schedule"]
@@ -176,7 +177,7 @@ def _run(res: DeflationResult, checkpoint, every, progress, callback,
         return res
     runner = Runner(res, backend)
     if res.n_epochs == 0 and res.residual_norm <= res.schedule.eps:
-        res.status = "recovered"
+        res.status = Status.RECOVERED
     saved = True  # warn at the first failed checkpoint and at a failed final one
     ran = False
     s = res.schedule

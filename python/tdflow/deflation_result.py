@@ -9,9 +9,10 @@ from typing import Dict, List
 import numpy as np
 
 from . import analysis, theory
-from .flow import GradientFlow, Trajectory
+from .flow import GradientFlow
 from .options import SolverOptions
 from .schedule import Schedule
+from .solution import Outcome, Status, Trajectory
 from .target import Target
 
 # per-epoch records: name -> dtype (times t1p, t1, t2 from the epoch start, as in the paper)
@@ -46,7 +47,8 @@ PARTITION_FIELDS = {"epoch": np.int64, "column": np.int64, "label": np.int64,
 DIRECTION_FIELDS = ("discovered_t", "discovered_epoch", "fitted_t", "fitted_epoch")
 GROUPS = ("epochs", "records", "events", "redraws", "partitions", "directions")
 
-STATUSES = ("running", "recovered", "stalled", "max-epochs", "max-time")
+# the statuses of a run of Algorithm 2 (of the one vocabulary, tdflow.Status)
+STATUSES = (Status.RUNNING, Status.RECOVERED, Status.STALLED, Status.MAX_EPOCHS, Status.MAX_TIME)
 # the integrator options every deflation file holds (files since issue 17 add max_step, max_steps
 # and t_eval: the fields of SolverOptions)
 OPTION_NAMES = ("method", "rtol", "atol", "h", "n_records", "active_tol")
@@ -66,7 +68,7 @@ def _empty(fields) -> Dict[str, np.ndarray]:
 
 
 @dataclasses.dataclass
-class DeflationResult:
+class DeflationResult(Outcome):
     """A run of Algorithm 2: per-epoch records, the trajectory, the S_i events and the state.
 
     ``epochs[name]`` (one entry per completed epoch): ``beta`` (beta^(s)), ``t_start, t_end``
@@ -94,7 +96,7 @@ class DeflationResult:
     State to continue from: ``W`` (d x m), ``member`` (direction of each column, -1 none),
     ``armed`` (``member < 0``: watched for joining), ``beta`` (of the next epoch), ``epoch``
     (next epoch index), ``t`` (simulated time), ``rng_state`` (``Generator.bit_generator.state``,
-    JSON-able), ``status`` ("running" while not finished) and ``warnings``. The run's
+    JSON-able), ``status`` (:class:`Status`: ``RUNNING`` while not finished; ``success`` when recovered) and ``warnings``. The run's
     integrator: ``solver`` (the :class:`SolverOptions` of every phase) and ``active_tol``
     (``options``: both as one dict, as files hold them).
     """
@@ -112,7 +114,7 @@ class DeflationResult:
     epoch: int
     t: float
     rng_state: dict
-    status: str = "running"
+    status: Status = Status.RUNNING
     warnings: List[str] = dataclasses.field(default_factory=list)
     epochs: Dict[str, np.ndarray] = dataclasses.field(default_factory=lambda: _empty(EPOCH_FIELDS))
     records: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -135,12 +137,12 @@ class DeflationResult:
 
     @property
     def finished(self) -> bool:
-        return self.status != "running"
+        return self.status != Status.RUNNING
 
     @property
     def recovered(self) -> bool:
         """``||T - T*||_F <= eps`` was reached."""
-        return self.status == "recovered"
+        return self.status == Status.RECOVERED
 
     @property
     def residual_norm(self) -> float:
@@ -194,12 +196,13 @@ class DeflationResult:
     def trajectory(self) -> Trajectory:
         """The recorded trajectory (all phases) as a :class:`tdflow.Trajectory`."""
         rec = self.records
-        return Trajectory(t=rec["t"], loss=rec["loss"], residual_norm=rec["residual_norm"],
+        return Trajectory(t=rec["t"], loss=rec["loss"], states=None, status=Status.FINISHED,
+                          t_final=self.t, method=self.solver.method,
+                          n_steps=int(self.epochs["n_steps"].sum()),
+                          n_rhs=int(self.epochs["n_rhs"].sum()), n_rejected=0,
+                          wall_time=self.wall_time, residual_norm=rec["residual_norm"],
                           directional_residual=rec["directional_residual"], W=self.W,
-                          a=np.array(self.target.a), status="finished", t_final=self.t,
-                          method=self.solver.method, n_steps=int(self.epochs["n_steps"].sum()),
-                          n_rhs=int(self.epochs["n_rhs"].sum()), wall_time=self.wall_time,
-                          norms=rec.get("norms"))
+                          a=np.array(self.target.a), norms=rec.get("norms"))
 
     def summary(self) -> str:
         """The run epoch by epoch, the theory report, then the per-direction outcome."""

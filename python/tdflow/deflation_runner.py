@@ -14,7 +14,8 @@ from . import _core, analysis
 from .checkpoint import jsonable_state, rng_from_state
 from .deflation_result import (EPOCH_FIELDS, EVENT_FIELDS, PARTITION_FIELDS, RECORD_FIELDS,
                                REDRAW_FIELDS, DeflationResult, append_rows)
-from .flow import GradientFlow, IntegrationError
+from .flow import GradientFlow
+from .solution import IntegrationError, Status
 
 
 def _draw(rng: np.random.Generator, d: int, n: int, radius: float) -> np.ndarray:
@@ -91,7 +92,7 @@ class Runner:
             raw = _core.integrate_joins(self.flow._core, *args)
         if raw["error"] is not None:
             raise raw["error"]
-        if raw["status"] != "finished":
+        if raw["status"] != Status.FINISHED:
             traj = self.flow._trajectory(raw, opt.method, 0.0)
             raise IntegrationError(f"phase {phase} of epoch {res.epoch} stopped at "
                                    f"t = {raw['t_final']:g}: {raw['status']}", traj)
@@ -242,9 +243,9 @@ class Runner:
         res.epoch += 1
         res.rng_state = jsonable_state(self.rng.bit_generator.state)
         if rn <= s.eps:
-            res.status = "recovered"
+            res.status = Status.RECOVERED
         elif stalled:
-            res.status = "stalled"
+            res.status = Status.STALLED
             missing = np.flatnonzero(~now).tolist()
             res.warnings.append(
                 f"epoch {res.epoch - 1}: no column below delta1 = {s.delta1:g} to re-draw, so no "
@@ -252,12 +253,12 @@ class Runner:
                 "columns were absorbed by the directions found so far. Increase m (or lower "
                 "delta0 / raise delta1 so that fewer columns per direction cross delta1).")
         elif cut or res.t >= s.max_time:
-            res.status = "max-time"
+            res.status = Status.MAX_TIME
         elif res.epoch >= s.max_epochs:
-            res.status = "max-epochs"
-        if res.finished and res.status != "recovered":
+            res.status = Status.MAX_EPOCHS
+        if res.finished and res.status != Status.RECOVERED:
             missing = np.flatnonzero(~now).tolist()
-            if res.status != "stalled":
+            if res.status != Status.STALLED:
                 res.warnings.append(
                     f"stopped ({res.status}) with ||T-T*||_F = {rn:.3g} > eps = {s.eps:g}; "
                     f"unfitted directions {missing}")

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import List, Optional, Sequence
@@ -16,83 +15,13 @@ import numpy as np
 from . import _core, gpu
 from ._checks import real_array, real_number
 from .cp import CPTensor
-from .options import ADAPTIVE, SolverOptions
+from .options import SolverOptions
 from .progress import progress_bar, tqdm_replicas
+from .solution import (IntegrationError, Status, Trajectory, check_outcome,
+                       largest_column_norm, trim_records)
 from .target import Target
 
-
-
-class IntegrationError(RuntimeError):
-    """The integration could not go on (a non-finite state, or a step too small to resolve).
-
-    ``trajectory`` holds everything recorded up to the failure, and its ``W`` is the last
-    finite state, reached at ``trajectory.t_final``.
-    """
-
-    def __init__(self, message: str, trajectory: "Trajectory"):
-        super().__init__(message)
-        self.trajectory = trajectory
-
-    def __reduce__(self):
-        # the default (cls(*args), __dict__) would call __init__ without the trajectory, so an
-        # error raised in a multiprocessing worker could not be unpickled and hung the pool
-        return (_rebuild_error, (type(self), self.args, self.__dict__))
-
-
-def _rebuild_error(cls, args, state):
-    err = cls.__new__(cls)
-    err.args = args
-    err.__dict__.update(state)
-    return err
-
-
-@dataclasses.dataclass
-class Trajectory:
-    """What one integration recorded.
-
-    ``t`` (n,), ``loss`` (n,), ``residual_norm`` (n,) = ``||T - T*||_F``,
-    ``directional_residual`` (n, r) = ``(T* - T)(u_i^{(x)l})``; ``norms`` (n, m) column norms and
-    ``states`` (n, d, m) when asked for; ``W`` the final state (at ``t_final``).
-    """
-
-    t: np.ndarray
-    loss: np.ndarray
-    residual_norm: np.ndarray
-    directional_residual: np.ndarray
-    W: np.ndarray
-    a: np.ndarray
-    status: str = "finished"
-    t_final: float = 0.0
-    method: str = "rk4"
-    n_steps: int = 0
-    n_rhs: int = 0
-    n_rejected: int = 0
-    wall_time: float = 0.0
-    norms: Optional[np.ndarray] = None
-    states: Optional[np.ndarray] = None
-
-    @property
-    def success(self) -> bool:
-        return self.status == "finished"
-
-    def fit_times(self, threshold: float = 0.5) -> np.ndarray:
-        """Per direction, the first recorded time at which ``(T* - T)(u_i^l) <= threshold * a_i``
-        (NaN if never). With a small initialisation this is when direction i gets fitted."""
-        threshold = real_number(threshold, "threshold", minimum=0.0)
-        below = self.directional_residual <= threshold * self.a[None, :]
-        first = np.argmax(below, axis=0)
-        times = self.t[first].astype(float)
-        times[~below.any(axis=0)] = np.nan
-        return times
-
-    def fit_order(self, threshold: float = 0.5) -> np.ndarray:
-        """Indices of the directions in the order they were fitted (unfitted ones left out)."""
-        times = self.fit_times(threshold)
-        fitted = np.flatnonzero(np.isfinite(times))
-        return fitted[np.argsort(times[fitted], kind="stable")]
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+__all__ = ["GradientFlow", "IntegrationError", "Trajectory"]  # the last two: defined in tdflow.solution
 
 
 class GradientFlow:
@@ -300,10 +229,10 @@ class GradientFlow:
 
     def _diagnosis(self, traj: "Trajectory", raw: dict) -> dict:
         """What check_outcome says about a run that failed in the core (NaN/Inf, tiny step)."""
-        if raw.get("error") is not None or traj.status not in ("non-finite", "step-too-small"):
+        if raw.get("error") is not None or traj.status not in (Status.NON_FINITE, Status.STEP_TOO_SMALL):
             return {}
         overflows = False
-        if traj.status == "non-finite":
+        if traj.status == Status.NON_FINITE:
             try:
                 self.rhs(traj.W)
             except ValueError:
@@ -316,7 +245,7 @@ class GradientFlow:
         return Trajectory(
             t=raw["t"], loss=raw["loss"], residual_norm=raw["residual_norm"],
             directional_residual=raw["directional_residual"], W=raw["W"],
-            a=np.array(self.target.a), status=raw["status"], t_final=raw["t_final"],
+            a=np.array(self.target.a), status=Status(raw["status"]), t_final=raw["t_final"],
             method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=wall_time,
             norms=raw.get("norms"), states=raw.get("states"),
@@ -329,68 +258,3 @@ def _finite(x, what: str, W):
         raise ValueError(f"{what} overflows double precision (largest column norm of W "
                          f"{largest_column_norm(W):.3g})")
     return x
-
-
-# What a run records at each time (the first axis of each array is the record).
-RECORD_KEYS = ("t", "loss", "residual_norm", "directional_residual", "norms", "states", "gap",
-               "grad_norm_sq", "products", "imbalances")
-
-
-def trim_records(raw: dict, n: int) -> dict:
-    """``raw`` with only its first ``n`` records (drops the record at ``t1`` that
-    :meth:`SolverOptions.grid` adds when ``t_eval`` ends early)."""
-    if len(raw["t"]) > n:
-        for key in RECORD_KEYS:
-            if key in raw:
-                raw[key] = raw[key][:n]
-    return raw
-
-
-def largest_column_norm(X) -> float:
-    """``max_j ||X[:, j]||`` without overflow in the squares (0 for an empty array)."""
-    X = np.asarray(X, dtype=float)
-    if X.size == 0:
-        return 0.0
-    with np.errstate(all="ignore"):
-        scale = np.abs(X).max(axis=0)
-        safe = np.where(scale > 0, scale, 1.0)
-        return float(np.max(scale * np.sqrt(((X / safe) ** 2).sum(axis=0))))
-
-
-def check_outcome(traj, error: Optional[BaseException] = None, *, h_last: Optional[float] = None,
-                  size: str = "", growth: str = "", rhs_overflows: bool = False) -> None:
-    """Raise what stopped an integration: an error from Python during the run (Ctrl-C, a failing
-    progress callback) with the partial trajectory attached, or IntegrationError on NaN/Inf or a
-    collapsed step. ``traj`` is any trajectory with ``status``, ``t_final``, ``n_steps`` and
-    ``method``. The message names the cause: ``size`` describes the last finite state (e.g. its
-    largest column norm), ``rhs_overflows`` says that the right-hand side overflows there and
-    ``growth`` how it grows; ``h_last`` is the last step tried."""
-    if error is not None:
-        try:
-            error.trajectory = traj
-        except AttributeError:
-            pass
-        raise error
-    where = f" ({size})" if size else ""
-    step = "" if h_last is None else f" h = {h_last:.3g}"
-    if traj.status == "non-finite":
-        msg = (f"the state became NaN/Inf after t = {traj.t_final:g} (step {traj.n_steps}); the "
-               f"trajectory holds the last finite state{where}.")
-        grows = f" ({growth})" if growth else ""
-        if rhs_overflows and traj.n_steps == 0:
-            msg += (f" The right-hand side overflows double precision at the initial state"
-                    f"{grows}, so no step size can help: start from a smaller state.")
-        elif rhs_overflows:
-            msg += f" The right-hand side overflows double precision there{grows}."
-        elif traj.method in ADAPTIVE:  # tiny steps stay near a finite f: the stages overflow
-            msg += (f" Every step from there gave NaN/Inf, down to{step}: the stages overflow "
-                    f"double precision near this state{grows}.")
-        if traj.method not in ADAPTIVE and traj.n_steps > 0:
-            msg += " Try a smaller step h."
-        raise IntegrationError(msg, traj)
-    if traj.status == "step-too-small":
-        raise IntegrationError(
-            f"the adaptive step fell to{step} at t = {traj.t_final:g}, below the resolution of t "
-            f"(16 eps |t|): the flow is too fast there for double precision{where}",
-            traj,
-        )

@@ -41,11 +41,11 @@ import numpy as np
 from . import _core
 from . import linear_bounds as lb
 from ._checks import generator, positive_int, real_array, real_number
-from .flow import check_outcome, largest_column_norm, trim_records
 from .options import SolverOptions
 from .progress import progress_bar
+from .solution import LinearTrajectory, Status, check_outcome, largest_column_norm, trim_records
 
-__all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]
+__all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]  # LinearTrajectory: tdflow.solution
 
 # DeepLinearFlow.integrate's defaults where they differ from SolverOptions()
 SOLVER = dict(rtol=1e-10)
@@ -81,90 +81,6 @@ class RateBound:
     formula: str
     statement: str = ""
     candidates: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class LinearTrajectory:
-    """What one integration of a deep linear model recorded.
-
-    ``t`` (n,), ``loss`` (n,) = ``f(W(t))``, ``gap`` (n,) = ``f(W(t)) - f*`` (computed without
-    cancellation), ``grad_norm_sq`` (n,) = ``||grad L||^2 = -dL/dt``; ``products`` (n, n_0, n_L)
-    the end-to-end matrix ``W(t)``; ``imbalances`` a list of L-1 arrays (n, n_l, n_l) with
-    ``D_l(t)``; ``states`` (n, P, L) the packed parameters when asked for; ``layers`` the final
-    layers (at ``t_final``). ``imbalance_scale`` (L-1,) is
-    ``||W_l^T W_l||_F + ||W_{l+1} W_{l+1}^T||_F`` at the start, the size rounding is relative to.
-    """
-
-    t: np.ndarray
-    loss: np.ndarray
-    gap: np.ndarray
-    grad_norm_sq: np.ndarray
-    layers: List[np.ndarray]
-    f_star: float
-    imbalance_scale: np.ndarray
-    products: Optional[np.ndarray] = None
-    imbalances: Optional[List[np.ndarray]] = None
-    states: Optional[np.ndarray] = None
-    status: str = "finished"
-    t_final: float = 0.0
-    method: str = "dopri5"
-    n_steps: int = 0
-    n_rhs: int = 0
-    n_rejected: int = 0
-    wall_time: float = 0.0
-
-    @property
-    def success(self) -> bool:
-        return self.status == "finished"
-
-    @property
-    def rate(self) -> np.ndarray:
-        """Instantaneous decay rate ``-d/dt log(L - f*) = ||grad L||^2 / (L - f*)`` at each record,
-        evaluated exactly from the state (no finite differences); NaN where the gap is 0."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.gap > 0, self.grad_norm_sq / np.where(self.gap > 0, self.gap, 1.0), np.nan)
-
-    def _resolved(self, floor: float) -> np.ndarray:
-        floor = real_number(floor, "floor", minimum=0.0)
-        return (self.gap > floor * self.gap[0]) & (self.gap > 0)
-
-    def observed_rate(self, kind: str = "min", floor: float = 1e-10) -> float:
-        """The observed exponential decay rate of the loss gap.
-
-        Only records whose gap exceeds ``floor * gap[0]`` are used (below that the gap is
-        dominated by rounding of the residual). ``kind``:
-
-        * ``"min"``: the minimum over those records of the instantaneous rate
-          ``||grad L||^2 / (L - f*)``. This is the quantity the rate bounds bound from below at
-          every instant, so ``observed_rate("min") >= bound.rate`` is the sharp comparison.
-        * ``"secant"``: ``log(gap(0)/gap(t_k)) / (t_k - t_0)`` at the last resolved record
-          ``t_k`` (the average rate; also ``>= bound.rate``).
-        * ``"final"``: the instantaneous rate at the last resolved record (the asymptotic rate).
-        """
-        ok = self._resolved(floor)
-        if not ok.any():
-            raise ValueError("no record has a gap above floor * gap[0]")
-        if kind == "min":
-            return float(np.min(self.rate[ok]))
-        k = int(np.flatnonzero(ok)[-1])
-        if kind == "final":
-            return float(self.rate[k])
-        if kind == "secant":
-            if k == 0 or self.t[k] == self.t[0]:
-                raise ValueError("the secant rate needs two resolved records at different times")
-            return float(math.log(self.gap[0] / self.gap[k]) / (self.t[k] - self.t[0]))
-        raise ValueError(f"kind must be 'min', 'secant' or 'final', got {kind!r}")
-
-    def imbalance_drift(self) -> np.ndarray:
-        """Per imbalance l, ``max_t ||D_l(t) - D_l(t_0)||_F / imbalance_scale[l]``: the relative
-        drift of the conserved quantities (integrator accuracy)."""
-        if self.imbalances is None:
-            raise ValueError("the imbalances were not recorded (save_imbalances=False)")
-        out = []
-        for D, s in zip(self.imbalances, self.imbalance_scale):
-            diff = np.linalg.norm((D - D[:1]).reshape(D.shape[0], -1), axis=1)
-            out.append(float(diff.max() / s) if s > 0 else float(diff.max()))
-        return np.array(out)
 
 
 class DeepLinearFlow:
@@ -483,7 +399,7 @@ class DeepLinearFlow:
             t=raw["t"], loss=raw["loss"], gap=raw["gap"], grad_norm_sq=raw["grad_norm_sq"],
             layers=self.unpack(raw["theta"]), f_star=self.f_star,
             imbalance_scale=scale, products=raw.get("products"),
-            imbalances=imbalances, states=raw.get("states"), status=raw["status"],
+            imbalances=imbalances, states=raw.get("states"), status=Status(raw["status"]),
             t_final=raw["t_final"], method=opts.method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
         )
@@ -492,10 +408,10 @@ class DeepLinearFlow:
 
     def _diagnosis(self, traj: LinearTrajectory, raw: dict) -> dict:
         """What check_outcome says about a run that failed in the core (NaN/Inf, tiny step)."""
-        if raw.get("error") is not None or traj.status not in ("non-finite", "step-too-small"):
+        if raw.get("error") is not None or traj.status not in (Status.NON_FINITE, Status.STEP_TOO_SMALL):
             return {}
         overflows = False
-        if traj.status == "non-finite":
+        if traj.status == Status.NON_FINITE:
             try:
                 self._core.rhs(raw["theta"])
             except ValueError:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from .. import io
 from .._checks import flag, positive_int, show
+from ..solution import Status
 from .kinds import KINDS, execute
 from .spec import Run, SweepSpec, parse_spec
 from .store import FILE_KIND, SweepResult, read_result, result_meta, result_path, summary_row, write_summary
@@ -146,7 +147,7 @@ def _sweep(parsed, out, start, max_runs, where, on_result, dashboard, progress, 
     for run in parsed.runs:
         meta = read_result(result_path(out, run), run, damaged)
         metas[run.id] = meta
-        if meta is None or meta.get("status") != "ok":
+        if meta is None or meta.get("status") != Status.OK:
             todo.append(run)
     for why in damaged[:3]:
         _say(verbose, f"tdflow sweep: run again: {why}")
@@ -170,8 +171,8 @@ def _sweep(parsed, out, start, max_runs, where, on_result, dashboard, progress, 
         files = []
         _say(verbose, f"tdflow sweep: {err}; the summary is in the returned SweepResult.rows")
     result = SweepResult(out=out, rows=rows, ran=state["done"], skipped=skipped,
-                         errors=sum(r["status"] == "error" for r in rows),
-                         pending=sum(r["status"] == "pending" for r in rows), files=files,
+                         errors=sum(r["status"] == Status.ERROR for r in rows),
+                         pending=sum(r["status"] == Status.PENDING for r in rows), files=files,
                          wall_time=time.perf_counter() - start, unsaved=state["unsaved"])
     if interrupted:
         kept = len(rows) - result.pending - len(result.unsaved)
@@ -300,7 +301,7 @@ def _collect(fut, run: Run, out: Path, metas, state: dict, on_result, verbose) -
     try:
         res = fut.result()
     except Exception as err:  # the task itself failed (e.g. a worker died)
-        res = dict(status="error", error=f"{type(err).__name__}: {err}",
+        res = dict(status=Status.ERROR, error=f"{type(err).__name__}: {err}",
                    traceback=traceback.format_exc(), row={}, arrays={}, wall_time=math.nan,
                    worker="")
     fut.release()

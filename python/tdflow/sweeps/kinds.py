@@ -16,6 +16,7 @@ import numpy as np
 from .. import io
 from .._checks import positive_int
 from ..options import SolverOptions
+from ..solution import Status
 
 
 def plain(x):
@@ -30,8 +31,10 @@ def plain(x):
         return int(x)
     if isinstance(x, numbers.Real):
         return float(x)
-    if x is None or isinstance(x, str):
+    if x is None:
         return x
+    if isinstance(x, str):
+        return str(x)  # a Status (or another str subclass) as a plain string
     raise TypeError(f"parameters and summary values must be numbers, strings, booleans or lists, got {type(x).__name__}")
 
 
@@ -87,7 +90,8 @@ def _worker_name() -> str:
 def execute(fn: Callable[[dict, int], Tuple[dict, dict]], params: dict, seed: int, threads: int = 1) -> dict:
     """Run ``fn(params, seed)`` with ``threads`` OpenMP threads, catching any exception.
 
-    Returns ``{"status", "error", "traceback", "row", "arrays", "wall_time", "worker"}``; this is
+    Returns ``{"status", "error", "traceback", "row", "arrays", "wall_time", "worker"}`` (status
+    ``Status.OK`` or ``Status.ERROR``); this is
     the task each Dask worker runs.
     """
     from ..threads import num_threads
@@ -101,9 +105,9 @@ def execute(fn: Callable[[dict, int], Tuple[dict, dict]], params: dict, seed: in
             row, arrays = fn(dict(params), int(seed))
         row = plain(row)
         arrays = io.plain_arrays(arrays, "arrays")  # object arrays: an error, never a pickle
-        status, error, tb = "ok", None, None
+        status, error, tb = Status.OK, None, None
     except Exception as err:  # a failing run is a result, not a crash of the sweep
-        row, arrays, status = {}, {}, "error"
+        row, arrays, status = {}, {}, Status.ERROR
         error = f"{type(err).__name__}: {err}"
         tb = traceback.format_exc()
     return dict(status=status, error=error, traceback=tb, row=row, arrays=arrays,

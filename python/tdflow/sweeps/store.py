@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import io
+from ..solution import Status
 from .spec import Run
 
 FILE_KIND = "sweep-run"
@@ -31,7 +32,7 @@ def read_result(path: Path, run: Run, damaged: Optional[List[str]] = None) -> Op
             damaged.append(str(err))
         return None
     if (meta.get("id") != run.id or meta.get("kind") != run.kind or meta.get("seed") != run.seed
-            or meta.get("params") != run.params or meta.get("status") not in ("ok", "error")):
+            or meta.get("params") != run.params or meta.get("status") not in (Status.OK, Status.ERROR)):
         if damaged is not None:
             damaged.append(f"{path} does not hold run {run.id}")
         return None
@@ -55,7 +56,7 @@ def summary_row(run: Run, meta: Optional[dict]) -> dict:
     row: Dict[str, Any] = dict(id=run.id, kind=run.kind, seed=run.seed)
     for k, v in run.params.items():
         row[k if k not in RESERVED else f"param_{k}"] = v
-    row["status"] = "pending" if meta is None else meta["status"]
+    row["status"] = Status.PENDING if meta is None else Status(meta["status"])
     row["error"] = None if meta is None else meta.get("error")
     for k, v in ({} if meta is None else meta.get("row", {})).items():
         row[k if k not in row else f"result_{k}"] = v
@@ -101,6 +102,8 @@ def write_summary(out, rows: Sequence[dict]) -> List[Path]:
         return paths
 
     def cell(v):
+        if isinstance(v, str):
+            return str(v)  # a Status as its plain string
         return json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else v
 
     data = {}
@@ -145,7 +148,7 @@ class SweepResult:
         lines = [f"{len(self.rows)} runs: " + ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
                  + f"; this invocation ran {self.ran}, skipped {self.skipped} already complete"
                  + f" ({self.wall_time:.1f} s)"]
-        errs = [r for r in self.rows if r["status"] == "error"]
+        errs = [r for r in self.rows if r["status"] == Status.ERROR]
         for r in errs[:5]:
             lines.append(f"  error in run {r['id']} (seed {r['seed']}): {r['error']}")
         if len(errs) > 5:
