@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from .figure1 import SOLVER as FIG1_SOLVER
 from .deflation import SOLVER as DEFLATE_SOLVER
+from .target import SPECTRA, TARGET_KINDS
 
 # the flags of add_solver_arguments: every SolverOptions field but t_eval (an array)
 SOLVER_FLAGS = ("method", "rtol", "atol", "h", "max_step", "max_steps", "n_records")
@@ -228,8 +229,9 @@ SCHEDULE_OPTIONS = (
      "'eps-floor' (max(2 lam, eps)) or a number"),
     ("margin", float, "escape-time labels of re-drawn columns: near-tie factor"),
 )
-PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geo", span=30.0, seed=0, order=4,
-                        target="basis")
+PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geometric", span=30.0, seed=0, order=4,
+                        target="orthogonal")
+PROBLEM_OPTIONAL = ("ratio", "exponent")  # the spectrum's parameter instead of span (no default)
 TABLES = ("problem", "solver", "schedule")
 
 
@@ -251,9 +253,10 @@ def _read_toml(path) -> dict:
                 raise ValueError(f"{path}: {key} is in both [problem] and [solver]; keep the one "
                                  "in [solver]")
             solver[key] = problem.pop(key)
-    bad = sorted(set(problem) - set(PROBLEM_DEFAULTS))
+    known = set(PROBLEM_DEFAULTS) | set(PROBLEM_OPTIONAL)
+    bad = sorted(set(problem) - known)
     if bad:
-        raise ValueError(f"{path}: unknown [problem] keys {bad}; known: {sorted(PROBLEM_DEFAULTS)}")
+        raise ValueError(f"{path}: unknown [problem] keys {bad}; known: {sorted(known)}")
     bad = sorted(set(solver) - set(SOLVER_FLAGS))
     if bad:
         raise ValueError(f"{path}: unknown [solver] keys {bad}; known: {sorted(SOLVER_FLAGS)}")
@@ -263,50 +266,45 @@ def _read_toml(path) -> dict:
 OLD_PROBLEM_KEYS = ("method", "rtol", "n_records")
 
 
-PROBLEM_CHOICES = dict(spectrum=("geo", "pow", "uniform"), target=("basis", "rotation"))
-
-
 def _problem(prob: dict) -> dict:
-    """The [problem] values (from --config or flags), each checked with its name."""
-    from ._checks import choice, positive_int, real_number
+    """The [problem] values (from --config or flags), each checked with its name; the target's
+    old names (basis, rotation, geo, pow) read as Target.from_spec's."""
+    from ._checks import positive_int, real_number
+    from .target import spec_name
 
     out = {}
     for key, default in PROBLEM_DEFAULTS.items():
         v = prob[key]
-        if key in PROBLEM_CHOICES:
-            out[key] = choice(v, key, PROBLEM_CHOICES[key])
+        if key in ("target", "spectrum"):
+            out[key] = spec_name(key, v)
         elif isinstance(default, int):
             out[key] = positive_int(v, key, minimum=0 if key == "seed" else 1)
         else:
             out[key] = real_number(v, key, minimum=1.0 if key == "span" else 0.0)
+    for key in PROBLEM_OPTIONAL:
+        if prob.get(key) is not None:
+            out[key] = real_number(prob[key], key)
     return out
 
 
-def _weights(kind: str, r: int, span: float):
-    import math
+def _old_name(key: str):
+    """argparse type of --target / --spectrum: the names before issue 17 read as the new ones."""
+    from .target import OLD_NAMES
 
-    from .target import geometric_weights, power_law_weights, uniform_weights
-
-    if kind == "geo":
-        return geometric_weights(r, span ** (1.0 / max(r - 1, 1)))
-    if kind == "pow":
-        return power_law_weights(r, math.log(span) / math.log(r) if r > 1 else 0.0)
-    if kind == "uniform":
-        return uniform_weights(r)
-    raise ValueError(f"spectrum must be 'geo', 'pow' or 'uniform', got {kind!r}")
+    return lambda text: OLD_NAMES[key].get(text, text)
 
 
 def _deflate(args) -> int:
     from . import io
     from .deflation import Schedule, deflate
-    from .target import Target
+    from .target import SPEC_KEYS, Target
     from .threads import set_num_threads
 
     if args.threads:
         set_num_threads(args.threads)
     config = _read_toml(args.config) if args.config else {}
     prob = dict(PROBLEM_DEFAULTS, **config.get("problem", {}))
-    for key in PROBLEM_DEFAULTS:
+    for key in (*PROBLEM_DEFAULTS, *PROBLEM_OPTIONAL):
         if getattr(args, key) is not None:
             prob[key] = getattr(args, key)
     prob = _problem(prob)
@@ -318,11 +316,7 @@ def _deflate(args) -> int:
         schedule = Schedule.theory(prob["d"], sched.pop("eps", 0.01), prob["m"], **sched)
     else:
         schedule = Schedule.from_dict(sched)
-    a = _weights(prob["spectrum"], prob["r"], prob["span"])
-    if prob["target"] == "basis":
-        target = Target.orthogonal(prob["d"], a, order=prob["order"])
-    else:
-        target = Target.random_rotation(prob["d"], a, rng=prob["seed"] + 10_000, order=prob["order"])
+    target = Target.from_spec({k: prob[k] for k in SPEC_KEYS if k in prob}, seed=prob["seed"])
     out = _writable(io.npz_path(args.out, "--out"), "--out")
     options = solver_options(args, DEFLATE_SOLVER, config.get("solver"))
     res = deflate(target, prob["m"], schedule, prob["seed"], options=options, checkpoint=out,
@@ -362,7 +356,8 @@ def _plot(args) -> int:
 def _add_deflate_parsers(sub) -> None:
     p = sub.add_parser("deflate", help="run Algorithm 2 of the deflation paper (epochs + re-draws)",
                        formatter_class=_Help,
-                       description="Algorithm 2 (Ge et al. 2021) on an orthogonal target. Options "
+                       description="Algorithm 2 (Ge et al. 2021) on the target of --target "
+                       "(Target.from_spec: the sweep kind 'deflate' makes the same run). Options "
                        "left out come from --config (TOML tables [problem], [solver] and "
                        "[schedule]), then "
                        "from the defaults (tdflow.Schedule()). Exit status 0 when recovered, 1 "
@@ -380,12 +375,20 @@ def _add_deflate_parsers(sub) -> None:
     for name, kw, text in (
             ("d", dict(type=int), "dimension"), ("r", dict(type=int), "number of target directions"),
             ("m", dict(type=int), "number of columns"),
-            ("spectrum", dict(choices=("geo", "pow", "uniform")), "weight spectrum (sum 1)"),
-            ("span", dict(type=float), "a_max / a_min of the spectrum"),
-            ("target", dict(choices=("basis", "rotation")), "orthogonal target frame"),
-            ("order", dict(type=int), "tensor order l"), ("seed", dict(type=int), "random seed of the run")):
+            ("spectrum", dict(choices=SPECTRA, type=_old_name("spectrum")),
+             "weight spectrum (sum 1; geo and pow: old names)"),
+            ("span", dict(type=float), "a_max / a_min of the spectrum, unless --ratio / --exponent"),
+            ("target", dict(choices=TARGET_KINDS, type=_old_name("target")),
+             "target frame (drawn from the seed's target stream when random; basis and rotation: "
+             "old names)"),
+            ("order", dict(type=int), "tensor order l"),
+            ("seed", dict(type=int), "seed of the run: initialisation and re-draws from "
+             "default_rng(seed), a random target from default_rng([seed, 1])")):
         g.add_argument("--" + name.replace("_", "-"), dest=name, **kw,
                        help=f"{text} (default: {PROBLEM_DEFAULTS[name]})")
+    g.add_argument("--ratio", type=float, help="geometric spectrum: a_i / a_{i+1} (default: from --span)")
+    g.add_argument("--exponent", type=float,
+                   help="power_law spectrum: a_i ~ i^-exponent (default: from --span)")
     add_solver_arguments(p.add_argument_group(
         "integrator of each phase (each default is overridden by [solver] in --config)"),
         DEFLATE_SOLVER)

@@ -146,34 +146,12 @@ FLOW_DEFAULTS: Dict[str, Any] = dict(
 )
 
 
-def _weights(p: dict) -> np.ndarray:
-    from ..target import geometric_weights, power_law_weights, uniform_weights
-
-    if p["spectrum"] == "geometric":
-        return geometric_weights(p["r"], p["ratio"])
-    if p["spectrum"] == "power_law":
-        return power_law_weights(p["r"], p["exponent"])
-    if p["spectrum"] == "uniform":
-        return uniform_weights(p["r"])
-    raise ValueError(f"spectrum must be 'geometric', 'power_law' or 'uniform', got {p['spectrum']!r}")
-
-
 def _target(p: dict, seed: int):
-    """The target of a run: kind p["target"], weights from p["spectrum"]; random frames are drawn
-    from ``default_rng([seed, 1])``."""
-    from ..target import Target
+    """The target of a run: :meth:`Target.from_spec` of its parameters and seed (a random frame is
+    drawn from ``default_rng([seed, 1])``, tdflow's seeding rule)."""
+    from ..target import SPEC_KEYS, Target
 
-    d, r = positive_int(p["d"], "d"), positive_int(p["r"], "r")
-    if p["target"] in ("orthogonal", "random_rotation") and r > d:
-        raise ValueError(f"r must be <= d for an orthogonal target, got r={r}, d={d}")
-    a = _weights(p)
-    if p["target"] == "orthogonal":
-        return Target.orthogonal(d, a, order=p["order"])
-    if p["target"] == "random_rotation":
-        return Target.random_rotation(d, a, np.random.default_rng([seed, 1]), order=p["order"])
-    if p["target"] == "random_unit":
-        return Target.random_unit(d, a, np.random.default_rng([seed, 1]), order=p["order"])
-    raise ValueError(f"target must be 'orthogonal', 'random_rotation' or 'random_unit', got {p['target']!r}")
+    return Target.from_spec({k: p[k] for k in SPEC_KEYS if k in p}, seed=seed)
 
 
 def run_flow(params: dict, seed: int) -> Tuple[dict, dict]:
