@@ -97,3 +97,13 @@ def test_bad_specs_name_the_key():
         tdflow.Target.from_spec(d=3, r=4)
     with pytest.raises(ValueError, match="span must be >= 1"):
         tdflow.Target.from_spec(d=3, r=2, span=0.5)
+
+
+def test_sweep_run_ids_did_not_change():
+    """The restructuring kept every kind's parameter names and defaults: a sweep folder written
+    before it is still recognised (ids computed with tdflow at commit c126d06)."""
+    from tdflow.sweeps import DEFLATE_DEFAULTS, FLOW_DEFAULTS, LINEAR_DEFAULTS, run_id
+
+    assert run_id("flow", FLOW_DEFAULTS, 0) == "c07b47b95424be5c"
+    assert run_id("linear", LINEAR_DEFAULTS, 1) == "80cf8f0d36f374ac"
+    assert run_id("deflate", DEFLATE_DEFAULTS, 2) == "25b3d5a8a49897da"

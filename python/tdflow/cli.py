@@ -200,35 +200,33 @@ def _compare(args) -> int:
     return 0
 
 
-def _fit_tol(text: str):
-    """--fit-tol: a rule name ("paper", "eps-floor") or a number."""
-    if text in ("paper", "eps-floor"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be 'paper', 'eps-floor' or a number, got {text!r}") from None
+def _schedule_arguments(group) -> None:
+    """One flag per Schedule field (its metadata: help text, parser), default None so that
+    --config can fill it."""
+    import dataclasses
+
+    from .schedule import Schedule
+
+    defaults = _schedule_defaults()
+    for f in dataclasses.fields(Schedule):
+        parse = f.metadata["parse"]
+        typ = _arg_type(parse) if parse else int if isinstance(f.default, int) else float
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ,
+                           metavar=f.name.upper(),
+                           help=f"{f.metadata['help']} (default: {defaults[f.name]})")
 
 
-SCHEDULE_OPTIONS = (
-    ("delta0", float, "initialisation / re-draw radius"),
-    ("delta1", float, "re-draw threshold and S_i norm threshold"),
-    ("alpha", float, "S_i alignment: wbar_i^2 >= 1 - alpha^2"),
-    ("gamma", float, "beta <- beta (1 - gamma) each epoch"),
-    ("lam", float, "weight decay lambda"),
-    ("eps", float, "stop when ||T - T*||_F <= eps"),
-    ("c1", float, "t1' = c1 d / (beta log d) (Lemma 4)"),
-    ("c1pp", float, "t1'' = c1pp d / (beta log^3 d) (Lemma 4)"),
-    ("c1ppp", float, "t1''' = c1ppp log(d/alpha) / beta (Lemma 4)"),
-    ("c2", float, "t2 - t1 = c2 (log 1/delta1 + log 1/lam) / beta (Lemma 6)"),
-    ("c_rho", float, "Definition 2: rho_i = c_rho Gamma_i"),
-    ("max_epochs", int, "maximum number of epochs"),
-    ("max_time", float, "maximum simulated time"),
-    ("fit_tol", _fit_tol, "fitted when a_i - a_hat_i <= tol: 'paper' (2 lam), "
-     "'eps-floor' (max(2 lam, eps)) or a number"),
-    ("margin", float, "escape-time labels of re-drawn columns: near-tie factor"),
-)
+def _arg_type(parse):
+    """An argparse type from a parser that raises ValueError (its message shown as is)."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert
+
+
 PROBLEM_DEFAULTS = dict(d=20, r=5, m=60, spectrum="geometric", span=30.0, seed=0, order=4,
                         target="orthogonal")
 PROBLEM_OPTIONAL = ("ratio", "exponent")  # the spectrum's parameter instead of span (no default)
@@ -296,7 +294,8 @@ def _old_name(key: str):
 
 def _deflate(args) -> int:
     from . import io
-    from .deflation import Schedule, deflate
+    from .deflation import deflate
+    from .schedule import Schedule
     from .target import SPEC_KEYS, Target
     from .threads import set_num_threads
 
@@ -309,7 +308,7 @@ def _deflate(args) -> int:
             prob[key] = getattr(args, key)
     prob = _problem(prob)
     sched = dict(config.get("schedule", {}))
-    for name, _, _ in SCHEDULE_OPTIONS:
+    for name in Schedule.field_names():
         if getattr(args, name) is not None:
             sched[name] = getattr(args, name)
     if args.theory:
@@ -337,7 +336,7 @@ def _plot(args) -> int:
     out = Path(args.out) if args.out else path.parent
     png = _writable(out / (path.name[: -len(io.SUFFIX)] + ".png"), "--out")
     if kind == "deflation":
-        from .deflation import DeflationResult
+        from .deflation_result import DeflationResult
         from .plot import plot_deflation
 
         plot_deflation(DeflationResult.load(path), png)
@@ -394,10 +393,7 @@ def _add_deflate_parsers(sub) -> None:
         DEFLATE_SOLVER)
     g = p.add_argument_group("schedule (each default is overridden by [schedule] in --config; "
                              "--theory: Theorem 1's values)")
-    defaults = _schedule_defaults()
-    for name, typ, text in SCHEDULE_OPTIONS:
-        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ,
-                       help=f"{text} (default: {defaults[name]})")
+    _schedule_arguments(g)
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0: the OpenMP default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_deflate)
@@ -423,7 +419,7 @@ def _sweep(args) -> int:
 
 
 def _schedule_defaults() -> dict:
-    from .deflation import Schedule
+    from .schedule import Schedule
 
     out = Schedule().to_dict()
     out["max_time"] = "none" if out["max_time"] is None else out["max_time"]

@@ -12,6 +12,22 @@ from . import analysis, theory
 from ._checks import positive_int, real_number, show
 
 
+def parse_fit_tol(text: str):
+    """``fit_tol`` from text (a command-line flag): a rule name or a number."""
+    if text in analysis.FIT_RULES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"must be 'paper', 'eps-floor' or a number, got {text!r}") from None
+
+
+def _field(default, help: str, parse=None):
+    """A Schedule field: ``help`` its description, ``parse`` how to read it from text (None: by
+    the type of its default)."""
+    return dataclasses.field(default=default, metadata={"help": help, "parse": parse})
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """Parameters of Algorithm 2 of Ge et al. 2021 (all explicit; roles in the module docstring).
@@ -47,21 +63,24 @@ class Schedule:
     the gap ``a_i - â_i = lam/2``, see :mod:`tdflow.analysis`).
     """
 
-    delta0: float = 1e-3
-    delta1: float = 1e-2
-    alpha: float = 0.3
-    gamma: float = 0.3
-    lam: float = 1e-4
-    eps: float = 5e-4
-    c1: float = 1.0
-    c1pp: float = 0.0
-    c1ppp: float = 0.0
-    c2: float = 1.0
-    c_rho: float = 0.1
-    max_epochs: int = 100
-    max_time: float = math.inf
-    fit_tol: Union[None, str, float] = None
-    margin: float = 1.0
+    # each field's metadata "help" is its one-line description (tdflow deflate's --help)
+    delta0: float = _field(1e-3, "initialisation / re-draw radius")
+    delta1: float = _field(1e-2, "re-draw threshold and S_i norm threshold")
+    alpha: float = _field(0.3, "S_i alignment: wbar_i^2 >= 1 - alpha^2")
+    gamma: float = _field(0.3, "beta <- beta (1 - gamma) each epoch")
+    lam: float = _field(1e-4, "weight decay lambda")
+    eps: float = _field(5e-4, "stop when ||T - T*||_F <= eps")
+    c1: float = _field(1.0, "t1' = c1 d / (beta log d) (Lemma 4)")
+    c1pp: float = _field(0.0, "t1'' = c1pp d / (beta log^3 d) (Lemma 4)")
+    c1ppp: float = _field(0.0, "t1''' = c1ppp log(d/alpha) / beta (Lemma 4)")
+    c2: float = _field(1.0, "t2 - t1 = c2 (log 1/delta1 + log 1/lam) / beta (Lemma 6)")
+    c_rho: float = _field(0.1, "Definition 2: rho_i = c_rho Gamma_i")
+    max_epochs: int = _field(100, "maximum number of epochs")
+    max_time: float = _field(math.inf, "maximum simulated time")
+    fit_tol: Union[None, str, float] = _field(
+        None, "fitted when a_i - a_hat_i <= tol: 'paper' (2 lam), 'eps-floor' (max(2 lam, eps)) "
+        "or a number", parse=parse_fit_tol)
+    margin: float = _field(1.0, "escape-time labels of re-drawn columns: near-tie factor")
 
     def __post_init__(self):
         for name in ("delta0", "delta1", "eps", "c1", "c2"):
@@ -134,6 +153,11 @@ class Schedule:
     def t2(self, beta: float, d: int) -> float:
         """The paper's ``t2``: the end of the epoch, ``t1 + (t2 - t1)``, from its start."""
         return self.t1(beta, d) + self.phase2(beta)
+
+    @classmethod
+    def field_names(cls) -> tuple:
+        """The parameters, in order (the keys of :meth:`to_dict`)."""
+        return tuple(f.name for f in dataclasses.fields(cls))
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

@@ -15,7 +15,9 @@ import numpy as np
 
 from .. import io
 from .._checks import positive_int
+from ..deflation import SOLVER as DEFLATE_SOLVER
 from ..options import SolverOptions
+from ..schedule import Schedule
 from ..solution import Status
 
 
@@ -269,23 +271,19 @@ def run_linear(params: dict, seed: int) -> Tuple[dict, dict]:
 
 DEFLATE_DEFAULTS: Dict[str, Any] = dict(
     d=20, m=60, r=5, order=4, target="orthogonal", spectrum="geometric", ratio=1.5, exponent=1.0,
-    # the Schedule's fields (tdflow.Schedule() defaults)
-    delta0=1e-3, delta1=1e-2, alpha=0.3, gamma=0.3, lam=1e-4, eps=5e-4, c1=1.0, c1pp=0.0,
-    c1ppp=0.0, c2=1.0, c_rho=0.1, max_epochs=100, max_time=None, fit_tol=None, margin=1.0,
-    method="dopri5", rtol=1e-7, n_records=41,
+    **Schedule().to_dict(),  # the Schedule's fields, at Schedule()'s defaults
+    # deflate's integrator defaults (the kind exposes these three SolverOptions fields)
+    **{k: SolverOptions(**DEFLATE_SOLVER).to_dict()[k] for k in ("method", "rtol", "n_records")},
 )
 
 
 def run_deflate(params: dict, seed: int) -> Tuple[dict, dict]:
     """Algorithm 2 (``tdflow.deflate``) on the target of ``params`` (:data:`DEFLATE_DEFAULTS`)."""
-    from ..deflation import Schedule, deflate
+    from ..deflation import deflate
 
     p = dict(DEFLATE_DEFAULTS, **params)
     target = _target(p, seed)
-    schedule = Schedule.from_dict({k: p[k] for k in ("delta0", "delta1", "alpha", "gamma", "lam",
-                                                     "eps", "c1", "c1pp", "c1ppp", "c2", "c_rho",
-                                                     "max_epochs", "max_time", "fit_tol",
-                                                     "margin")})
+    schedule = Schedule.from_dict({k: p[k] for k in Schedule.field_names()})
     res = deflate(target, positive_int(p["m"], "m"), schedule, seed,
                   options=SolverOptions.from_params(p), progress=False)
     row = dict(
