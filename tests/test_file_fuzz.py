@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import tdflow
 from tdflow import cli, io
+from tdflow.cli import deflate as cli_deflate
 from tdflow.deflation import DeflationResult, Schedule, deflate
 from tdflow.sweeps import FILE_KIND, Run, parse_spec, run_id
 from tdflow.sweeps.store import read_result as _read_result, result_meta as _result_meta
@@ -296,10 +297,10 @@ def test_damaged_toml(tmp_path, data):
             parsed = parse_spec(path)
             assert parsed.runs and all(r.id == run_id(r.kind, r.params, r.seed) for r in parsed.runs)
         else:
-            config = cli._read_toml(path)
-            prob = cli._problem(dict(cli.PROBLEM_DEFAULTS, **config.get("problem", {})))
+            config = cli_deflate._read_toml(path)
+            prob = cli_deflate._problem(dict(cli_deflate.PROBLEM_DEFAULTS, **config.get("problem", {})))
             Schedule.from_dict(config.get("schedule", {}))
-            assert set(prob) == set(cli.PROBLEM_DEFAULTS)
+            assert set(prob) == set(cli_deflate.PROBLEM_DEFAULTS)
     except (ValueError, TypeError) as err:  # a clear error: the file, or the entry, is named
         msg = str(err)
         assert "f.toml" in msg or "spec" in msg or "must be" in msg or "schedule" in msg, msg

@@ -8,6 +8,9 @@ import pytest
 
 import tdflow
 from tdflow import cli, io
+from tdflow.cli.common import solver_options
+from tdflow.deflation import SOLVER as DEFLATE_SOLVER
+from tdflow.figure1 import SOLVER as FIG1_SOLVER
 from tdflow.options import SolverOptions
 
 TARGET = tdflow.Target.orthogonal(5, tdflow.geometric_weights(2, 2.0))
@@ -102,14 +105,14 @@ def test_old_deflation_files_without_the_new_fields_load(tmp_path):
 def test_cli_flags_build_the_same_object():
     parser = cli.build_parser()
     args = parser.parse_args(["fig1", "--method", "dop853", "--rtol", "1e-9", "--max-steps", "50"])
-    assert cli.solver_options(args, cli.FIG1_SOLVER) == SolverOptions(
+    assert solver_options(args, FIG1_SOLVER) == SolverOptions(
         method="dop853", h=0.05, rtol=1e-9, max_steps=50, n_records=1001)
     args = parser.parse_args(["deflate", "--atol", "1e-12"])
-    assert cli.solver_options(args, cli.DEFLATE_SOLVER, {"rtol": 1e-6}) == SolverOptions(
+    assert solver_options(args, DEFLATE_SOLVER, {"rtol": 1e-6}) == SolverOptions(
         rtol=1e-6, atol=1e-12, n_records=41)
     args = parser.parse_args(["deflate", "--max-step", "-1"])
     with pytest.raises(ValueError, match="max_step must be > 0"):
-        cli.solver_options(args, cli.DEFLATE_SOLVER)
+        solver_options(args, DEFLATE_SOLVER)
 
 
 def test_old_configs_with_solver_keys_in_problem_still_read(tmp_path, capsys):
