@@ -31,7 +31,6 @@ exponential decay rate of the loss gap.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import List, Optional, Sequence
@@ -40,6 +39,7 @@ import numpy as np
 
 from . import _core
 from . import linear_bounds as lb
+from .linear_bounds import RateBound
 from ._checks import generator, positive_int, real_array, real_number
 from .options import SolverOptions
 from .progress import progress_bar
@@ -56,31 +56,6 @@ def _singular_value(W: np.ndarray, k: int) -> float:
     if k > min(W.shape):
         return 0.0
     return float(np.linalg.svd(W, compute_uv=False)[k - 1])
-
-
-@dataclasses.dataclass
-class RateBound:
-    """A lower bound on the exponential decay rate of the loss gap ``L(t) - f*``.
-
-    ``rate = 2 * mu * alpha``: for every t along the flow,
-    ``-d/dt log(L(t) - f*) >= rate``, hence ``L(t) - f* <= exp(-rate t) (L(0) - f*)``.
-    ``alpha`` lower-bounds ``lambda_min(T_W(t))``; ``margin`` lower-bounds ``sigma_min(W(t))``
-    (``|w(t)|`` for scalars) over the whole trajectory (the current value with
-    ``at_state=True``); ``imbalance`` holds the conserved quantities the bounds use; ``kind``
-    names the statement applied and ``statement`` cites it; ``candidates`` maps every statement
-    that applies to its alpha (``alpha`` is the largest).
-    """
-
-    rate: float
-    alpha: float
-    mu: float
-    K: float
-    margin: float
-    kind: str
-    imbalance: dict
-    formula: str
-    statement: str = ""
-    candidates: dict = dataclasses.field(default_factory=dict)
 
 
 class DeepLinearFlow:
