@@ -104,6 +104,7 @@ class Target:
         self.a = a
         self.U.flags.writeable = False
         self.a.flags.writeable = False
+        self.tensor = CPTensor(U, a, self.order)  # T* as a CP tensor, made once
 
     @classmethod
     def orthogonal(cls, d: int, a, order: int = 4, **kw) -> "Target":
@@ -184,11 +185,11 @@ class Target:
 
     @property
     def dim(self) -> int:
-        return self.U.shape[0]
+        return self.tensor.dim
 
     @property
     def rank(self) -> int:
-        return self.U.shape[1]
+        return self.tensor.rank
 
     @property
     def is_basis(self) -> bool:
@@ -198,10 +199,6 @@ class Target:
     @property
     def is_orthogonal(self) -> bool:
         return bool(np.allclose(self.U.T @ self.U, np.eye(self.rank), atol=1e-10))
-
-    @property
-    def tensor(self) -> CPTensor:
-        return CPTensor(self.U, self.a, self.order)
 
     @property
     def norm(self) -> float:
