@@ -4,3 +4,4 @@ function :func:`tdflow.sweeps.sweep` (``tdflow/__init__.py`` imports this module
 a later ``import tdflow.sweep`` does not replace that attribute by the module)."""
 from .sweeps import *  # noqa: F401,F403
 from .sweeps import __all__  # noqa: F401
+from .io import load_toml  # noqa: F401,E402  (the spec reader's old name here)
