@@ -162,7 +162,7 @@ class SolverOptions:
                 raise ValueError(f"h = {self.h:g} over t_span ({t0:g}, {t1:g}) needs "
                                  f"{n_steps:.3g} steps, more than 2^53 (9.0e15) can be counted: "
                                  "use a larger h")
-        return t0, t1, np.array(t_eval, dtype=float), n
+        return t0, t1, t_eval, n
 
     def stepping(self) -> tuple:
         """``(method, h, rtol, atol, max_step, max_steps)``: the stepping arguments of the core's
