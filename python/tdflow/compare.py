@@ -18,7 +18,8 @@ import numpy as np
 
 from ._checks import generator, positive_int, real_number
 from .beyond_lazy import BeyondLazy
-from .flow import GradientFlow, IntegrationError
+from .flow import GradientFlow
+from .solution import IntegrationError
 from .lazy import lazy_sweep, symmetric_dim
 from .power import tensor_power_method
 from .sampling import sphere

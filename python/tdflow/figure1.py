@@ -13,10 +13,12 @@ import numpy as np
 from . import io
 from ._checks import positive_int, real_number
 from .flow import GradientFlow
+from .options import SolverOptions
 from .sampling import sphere
 from .target import Target, geometric_weights
 
 KIND = "figure1"
+SOLVER = dict(method="rk4", h=0.05, rtol=1e-8, n_records=1001)  # run_figure1's integrator
 
 
 @dataclasses.dataclass
@@ -86,13 +88,15 @@ def run_figure1(
     radius: float = 1e-15,
     lam: float = 0.0,
     t_end: float = 250.0,
-    method: str = "rk4",
-    h: Optional[float] = 0.05,
-    rtol: float = 1e-8,
-    n_records: int = 1001,
+    options: Optional[SolverOptions] = None,
     progress: Optional[bool] = None,
+    **solver,
 ) -> Figure1Result:
-    """Run the Figure 1 setting once per seed and stack the records."""
+    """Run the Figure 1 setting once per seed and stack the records.
+
+    ``options`` and the solver keywords as in :meth:`GradientFlow.integrate`, with the defaults
+    :data:`SOLVER` (RK4, ``h = 0.05``, 1001 records)."""
+    opts = SolverOptions.resolve(options, solver, SOLVER, where="run_figure1")
     seeds = np.asarray([positive_int(s, "seed", minimum=0) for s in seeds], dtype=np.int64)
     if seeds.size == 0:
         raise ValueError("seeds must not be empty")
@@ -104,10 +108,10 @@ def run_figure1(
     flow = GradientFlow(Target.orthogonal(d, a, order=4), lam=lam)
     # the seeds are independent replicas: one batch spreads them over the OpenMP threads
     W0s = np.stack([sphere(d, m, radius, np.random.default_rng(seed)) for seed in seeds])
-    trajs = flow.integrate_batch(W0s, (0.0, t_end), method=method, h=h, rtol=rtol,
-                                 n_records=n_records, save_norms=True, progress=progress)
-    params = dict(d=d, m=m, r=r, ratio=ratio, radius=radius, lam=lam, t_end=t_end, method=method,
-                  h=h, rtol=rtol, n_records=n_records, fit_threshold=0.5)
+    trajs = flow.integrate_batch(W0s, (0.0, t_end), options=opts, save_norms=True,
+                                 progress=progress)
+    params = dict(d=d, m=m, r=r, ratio=ratio, radius=radius, lam=lam, t_end=t_end,
+                  **opts.to_dict(), fit_threshold=0.5)
     return Figure1Result(
         seeds=seeds,
         t=trajs[0].t,

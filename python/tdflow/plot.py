@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import io
+
 
 def _pyplot():
     try:
@@ -21,9 +23,11 @@ def save_figure(fig, path=None, *, dpi: int = 120):
     if path is None:
         return fig
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    fmt = path.suffix.lstrip(".").lower() or None  # a file handle carries no name to infer it
+    try:  # tdflow's one writer: a killed run leaves the old figure or the new one
+        io.atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format=fmt))
+    finally:
+        _pyplot().close(fig)
     return fig
 
 
