@@ -3,8 +3,11 @@
 The compiled core (C++/Eigen/OpenMP) lives in the private module ``tdflow._core``; this package
 re-exports what users need.
 """
+from ._openmp import loading_environment
+
 try:
-    from . import _core
+    with loading_environment():  # the OpenMP runtime reads its wait policy as it loads
+        from . import _core
 except ImportError as err:  # pragma: no cover - only when the extension is missing
     raise ImportError(
         "tdflow's compiled extension tdflow._core could not be imported. Was the package "
