@@ -77,7 +77,7 @@ def test_both_paths_equal_reference_and_dense_arrays(rng, order, kind):
 @pytest.mark.parametrize("order,d,m", [(4, 9, 33000), (3, 12, 5000), (5, 5, 3000)])
 def test_moment_path_is_thread_independent_and_equals_reference(rng, order, d, m):
     """Large enough for several build tasks (row blocks of 128 monomials, column chunks of
-    16384) and many contraction blocks, all run in parallel: 1 and 2 threads agree bitwise."""
+    4096) and many contraction blocks, all run in parallel: 1 and 2 threads agree bitwise."""
     target = tdflow.Target.random_rotation(d, [1.0, 0.5], rng, order=order)
     W = np.asfortranarray(rng.standard_normal((d, m)) * rng.uniform(0.1, 1.0, m))
     flow = tdflow.GradientFlow(target, LAM, contraction="moment")
@@ -124,16 +124,23 @@ def test_whole_runs_agree(rng):
     """A small-initialisation run (plateau, then the directions fitted one by one) by both paths:
     same fit times, states equal to the integration's accuracy."""
     target = tdflow.Target.orthogonal(5, tdflow.geometric_weights(3, 1.5))
-    W0 = tdflow.sphere(5, 300, 1e-8, 1)
-    runs = {}
-    for c, fl in flows(target, lam=0.0).items():
+    W0 = tdflow.sphere(5, 300, 1e-12, 1)
+    runs, paths = {}, {}
+    for c in ("gram", "moment", "auto"):
+        fl = tdflow.GradientFlow(target, contraction=c)
+        fl.rhs(W0)
+        paths[c] = [fl._core.last_contraction]
         runs[c] = fl.integrate(W0, (0, 120), method="dopri5", rtol=1e-10, n_records=241)
-        assert fl._core.last_contraction == c
+        fl.rhs(runs[c].W)
+        paths[c].append(fl._core.last_contraction)
+    # auto: Gram blocks in the plateau (no column in the residual), the moment tensor at the end
+    assert paths == {"gram": ["gram"] * 2, "moment": ["moment"] * 2, "auto": ["gram", "moment"]}
     times = runs["gram"].fit_times()
     assert np.all(np.isfinite(times))
-    np.testing.assert_array_equal(runs["moment"].fit_times(), times)
-    np.testing.assert_allclose(runs["moment"].W, runs["gram"].W, rtol=0, atol=1e-7 * np.abs(runs["gram"].W).max())
-    np.testing.assert_allclose(runs["moment"].loss, runs["gram"].loss, rtol=1e-6, atol=1e-12)
+    for c in ("moment", "auto"):
+        np.testing.assert_array_equal(runs[c].fit_times(), times)
+        np.testing.assert_allclose(runs[c].W, runs["gram"].W, rtol=0, atol=1e-7 * np.abs(runs["gram"].W).max())
+        np.testing.assert_allclose(runs[c].loss, runs["gram"].loss, rtol=1e-6, atol=1e-12)
 
 
 def test_contraction_argument():
@@ -145,6 +152,8 @@ def test_contraction_argument():
     with pytest.raises(ValueError, match="contraction='moment' needs a moment tensor of .* entries at d = 2000, order 4"):
         tdflow.GradientFlow(tdflow.Target.orthogonal(2000, [1.0]), contraction="moment")
     tdflow.GradientFlow(tdflow.Target.orthogonal(2000, [1.0]))  # auto: Gram only, no error
+    with pytest.raises(ValueError, match="contraction='moment' needs backend='cpu', got backend='torch'"):
+        tdflow.GradientFlow(target, contraction="moment", backend="torch")
     flow = tdflow.GradientFlow(target, contraction="moment")
     again = pickle.loads(pickle.dumps(flow))
     assert again.contraction == "moment" and flow.exact().contraction == "moment"

@@ -144,6 +144,8 @@ class GradientFlow:
         self.active_tol = real_number(active_tol, "active_tol", minimum=0.0)
         self.backend = backend
         self.contraction = choice(contraction, "contraction", ("auto", "gram", "moment"))
+        if backend != "cpu" and self.contraction == "moment":
+            raise ValueError(f"contraction='moment' needs backend='cpu', got backend={backend!r}")
         self._core = _core.DeflationFlow(target.U, target.a, target.order, self.lam, self.active_tol,
                                          self.contraction)
         self._torch = None

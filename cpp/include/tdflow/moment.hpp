@@ -120,7 +120,7 @@ inline Index moment_col_block(const MonomialTable& tab) {
 }
 
 constexpr Index kMomentRowBlock = 128;  // degree-q rows of M per build task
-constexpr Index kMomentChunk = 16384;   // columns per build task (partial sums added in order)
+constexpr Index kMomentChunk = 4096;    // columns per build task (partial sums added in order)
 constexpr int kMomentMaxChunks = 8;
 
 // Per-thread scratch, reused across calls (a block of monomials is too big to allocate per block).
