@@ -7,6 +7,8 @@
 // ||w||^{-(l-2)} overflows for tiny columns), -grad L is, column by column,
 //   dw/dt = l ||w|| R(wbar^{l-1}, I) - (l-2) R(wbar^l) w - lam w,
 // with R(wbar^l) = <R(wbar^{l-1}, I), wbar>. A zero column has zero velocity.
+// R is contracted through Gram blocks (cp_tensor.hpp) or, when m >> d^{l-1}, through its
+// moment tensor (moment.hpp): whichever ContractionCost estimates cheaper, per evaluation.
 #pragma once
 
 #include <Eigen/Dense>
