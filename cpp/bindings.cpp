@@ -343,7 +343,8 @@ struct Records {
 struct PyGradientFlow {
   GradientFlow flow;
 
-  static GradientFlow make(py::handle U, py::handle a, int order, double lam, double active_tol) {
+  static GradientFlow make(py::handle U, py::handle a, int order, double lam, double active_tol,
+                            const std::string& contraction) {
     check_order(order);
     FArray u = as_real_array(U, "U", 2);
     if (u.shape(0) < 1 || u.shape(1) < 1)
@@ -352,11 +353,16 @@ struct PyGradientFlow {
     if (!std::isfinite(lam) || lam < 0) throw py::value_error("lam must be finite and >= 0");
     if (!std::isfinite(active_tol) || active_tol < 0)
       throw py::value_error("active_tol must be finite and >= 0");
-    return GradientFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam, active_tol);
+    const Contraction c = contraction == "auto" ? Contraction::Auto
+                          : contraction == "gram" ? Contraction::Gram
+                          : contraction == "moment" ? Contraction::Moment
+                          : throw py::value_error("contraction must be 'auto', 'gram' or 'moment', got '" + contraction + "'");
+    return GradientFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam, active_tol, c);
   }
 
-  PyGradientFlow(py::handle U, py::handle a, int order, double lam, double active_tol)
-      : flow(make(U, a, order, lam, active_tol)) {}
+  PyGradientFlow(py::handle U, py::handle a, int order, double lam, double active_tol,
+                  const std::string& contraction)
+      : flow(make(U, a, order, lam, active_tol, contraction)) {}
 
 
   // A validated view of W (no copy when it is float64 and Fortran-ordered).
@@ -800,8 +806,12 @@ PYBIND11_MODULE(_core, mod) {
           "||T||_F^2 from the upper triangle of the Gram matrix, clamped at 0.");
 
   py::class_<PyGradientFlow>(mod, "GradientFlow")
-      .def(py::init<py::handle, py::handle, int, double, double>(), py::arg("U"), py::arg("a"),
-           py::arg("order"), py::arg("lam"), py::arg("active_tol") = 0.0)
+      .def(py::init<py::handle, py::handle, int, double, double, const std::string&>(), py::arg("U"),
+           py::arg("a"), py::arg("order"), py::arg("lam"), py::arg("active_tol") = 0.0,
+           py::arg("contraction") = "auto")
+      .def_property_readonly("last_contraction", [](const PyGradientFlow& f) {
+            return f.flow.last_contraction() == Contraction::Moment ? "moment" : "gram"; },
+          "path of the last evaluation ('gram' or 'moment')")
       .def_property_readonly("active_tol", [](const PyGradientFlow& f) { return f.flow.active_tol(); })
       .def_property_readonly("n_active", [](const PyGradientFlow& f) { return f.flow.n_active(); },
                              "columns in the residual at the last evaluation")
