@@ -36,7 +36,7 @@ def require(module: str, extra: str, what: str):
 
     Returns
     -------
-    module
+    types.ModuleType
         The imported module.
 
     Raises
