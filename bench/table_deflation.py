@@ -8,25 +8,16 @@ direction of an orthogonal target? One row per (d, r, m, spectrum, seed).
 "P1" = every margin of Proposition 1 of Ge et al. 2021 >= 0 at every step of every epoch.
 "fit order": exact = directions fitted from the largest weight to
 the smallest; "by epoch": no direction fitted in a later epoch than a smaller one. Spectra span a factor ``--span`` between the largest and smallest weight,
-normalised to sum 1: "geo" = geometric, "pow" = power law i^-p.
+normalised to sum 1 (Target.from_spec's span): "geo" = geometric, "pow" = power law i^-p.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
 
 import tdflow
-
-
-def spectrum(kind: str, r: int, span: float) -> np.ndarray:
-    if kind == "geo":
-        return tdflow.geometric_weights(r, span ** (1.0 / (r - 1)))
-    if kind == "pow":
-        return tdflow.power_law_weights(r, math.log(span) / math.log(r))
-    raise ValueError(kind)
 
 
 def main() -> None:
@@ -54,8 +45,8 @@ def main() -> None:
           f"fitted/r | fit order | by epoch | P1 | sim. time | wall (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for d, r, m, kind in grid:
-        a = spectrum(kind, r, args.span)
-        target = tdflow.Target.orthogonal(d, a)
+        target = tdflow.Target.from_spec(d=d, r=r, spectrum=kind, span=args.span)
+        a = target.a
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             res = tdflow.deflate(target, m, tdflow.Schedule(fit_tol="eps-floor"), seed,

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 import tdflow
 from tdflow import io
 from tdflow.deflation import DeflationResult, Schedule, deflate, resume
-from tdflow.sweep import parse_spec, register_kind, run_one, sweep
+from tdflow.sweeps import parse_spec, register_kind, run_one, sweep
 
 NAN, INF = math.nan, math.inf
 NOT_INT = ["3", 3.0, 2.5, None, True, 1j, [3], np.float64(3.0), object(), np.array([3]), b"3"]

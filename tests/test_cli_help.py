@@ -10,6 +10,7 @@ import pytest
 
 import tdflow
 from tdflow import cli, progress
+from tdflow.cli import deflate as cli_deflate
 from tdflow.deflation import Schedule, deflate
 
 
@@ -33,16 +34,16 @@ def _subparsers(parser):
 def test_every_help_text_shows_its_default():
     parser = cli.build_parser()
     subs = _subparsers(parser)
-    assert set(subs) == {"fig1", "linear", "compare", "deflate", "plot", "sweep"}
-    schedule = cli._schedule_defaults()
+    assert set(subs) == {"fig1", "linear", "compare", "deflate", "plot", "sweep", "doctor"}
+    schedule = cli_deflate._schedule_defaults()
     checked = 0
     for name, sub in subs.items():
         for action in sub._actions:
             if not action.option_strings or action.dest == "help":
                 continue
             text = " ".join(sub._get_formatter()._expand_help(action).split()) if action.help else ""
-            if name == "deflate" and action.dest in cli.PROBLEM_DEFAULTS:
-                assert f"(default: {cli.PROBLEM_DEFAULTS[action.dest]})" in text, text
+            if name == "deflate" and action.dest in cli_deflate.PROBLEM_DEFAULTS:
+                assert f"(default: {cli_deflate.PROBLEM_DEFAULTS[action.dest]})" in text, text
             elif name == "deflate" and action.dest in schedule:
                 assert f"(default: {schedule[action.dest]})" in text, text
             elif action.default not in (None, False):

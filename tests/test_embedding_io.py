@@ -17,7 +17,7 @@ import tdflow
 from tdflow import cli, io
 from tdflow.deflation import DeflationResult, Schedule, deflate
 from tdflow.figure1 import run_figure1
-from tdflow.sweep import SweepResult
+from tdflow.sweeps import SweepResult
 
 TARGET = tdflow.Target.orthogonal(6, [0.6, 0.4])
 
@@ -35,7 +35,7 @@ def _flow_error():
 
 def _tdflow_exceptions():
     import tdflow.io
-    import tdflow.sweep
+    import tdflow.sweeps
 
     found = set()
     for mod in list(sys.modules.values()):
@@ -226,7 +226,7 @@ def test_files_respect_the_umask(tmp_path, umask):
         paths = [io.save_npz(tmp_path / "a", {"x": np.ones(2)}, kind="test"),
                  io.atomic_write(tmp_path / "b.txt", lambda fh: fh.write(b"hi"))]
         paths.append(deflate(TARGET, 8, Schedule(max_epochs=1), 0, progress=False).save(tmp_path / "c"))
-        from tdflow.sweep import write_summary
+        from tdflow.sweeps import write_summary
 
         paths += write_summary(tmp_path / "sweep", [{"id": "x", "status": "ok"}])
     finally:

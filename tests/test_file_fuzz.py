@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 import tdflow
 from tdflow import cli, io
+from tdflow.cli import deflate as cli_deflate
 from tdflow.deflation import DeflationResult, Schedule, deflate
-from tdflow.sweep import FILE_KIND, Run, _read_result, _result_meta, parse_spec, run_id
+from tdflow.sweeps import FILE_KIND, Run, parse_spec, run_id
+from tdflow.sweeps.store import read_result as _read_result, result_meta as _result_meta
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -235,7 +237,7 @@ def test_damaged_sweep_run_files_are_run_again(tmp_path, run_file, data):
 
 def test_a_sweep_reruns_damaged_and_edited_files(tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
-    from tdflow.sweep import local_cluster, sweep
+    from tdflow.sweeps import local_cluster, sweep
 
     spec = {"kind": "flow", "seeds": 4, "fixed": dict(d=5, r=2, m=8, radius=1e-3, t_end=30.0,
                                                        n_records=11)}
@@ -295,10 +297,10 @@ def test_damaged_toml(tmp_path, data):
             parsed = parse_spec(path)
             assert parsed.runs and all(r.id == run_id(r.kind, r.params, r.seed) for r in parsed.runs)
         else:
-            config = cli._read_toml(path)
-            prob = cli._problem(dict(cli.PROBLEM_DEFAULTS, **config.get("problem", {})))
+            config = cli_deflate._read_toml(path)
+            prob = cli_deflate._problem(dict(cli_deflate.PROBLEM_DEFAULTS, **config.get("problem", {})))
             Schedule.from_dict(config.get("schedule", {}))
-            assert set(prob) == set(cli.PROBLEM_DEFAULTS)
+            assert set(prob) == set(cli_deflate.PROBLEM_DEFAULTS)
     except (ValueError, TypeError) as err:  # a clear error: the file, or the entry, is named
         msg = str(err)
         assert "f.toml" in msg or "spec" in msg or "must be" in msg or "schedule" in msg, msg

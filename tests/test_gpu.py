@@ -126,7 +126,9 @@ def test_dopri5_figure1_run_agrees_with_core():
     # step counts may differ by a few: one accept/reject decision near err = 1 flips on rounding
     assert abs(b.n_steps - a.n_steps) <= 0.05 * a.n_steps
     assert_rel(b.W, a.W, 3e-8)
-    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-7, atol=1e-12)
+    # the last losses (~1e-12) differ by rounding that depends on the core's SIMD width (seen:
+    # 3.8e-12 with the x86-64-v3 core); compare them to the scale of the start
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-7, atol=1e-10 * a.loss[0])
     # the first steps (same step sizes, up to rounding) agree far more closely
     a = cpu.integrate(W0, (0, 250), method="dopri5", rtol=1e-8, max_steps=50)
     b = tor.integrate(W0, (0, 250), method="dopri5", rtol=1e-8, max_steps=50)
@@ -171,7 +173,9 @@ def test_dop853_agrees_with_core(rng):
     a = cpu.integrate(W0, (0, 250), method="dop853", rtol=1e-8)
     b = tor.integrate(W0, (0, 250), method="dop853", rtol=1e-8)
     np.testing.assert_array_equal(b.fit_times(), a.fit_times())
-    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-7, atol=1e-12)
+    # the last losses (~1e-12) differ by rounding that depends on the core's SIMD width (seen:
+    # 3.8e-12 with the x86-64-v3 core); compare them to the scale of the start
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-7, atol=1e-10 * a.loss[0])
 
 
 def test_non_finite_state_raises_with_partial_trajectory(rng, monkeypatch):

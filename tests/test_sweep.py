@@ -13,7 +13,7 @@ pytest.importorskip("distributed")
 import tdflow  # noqa: E402
 from tdflow import io  # noqa: E402
 from tdflow.cli import main  # noqa: E402
-from tdflow.sweep import (  # noqa: E402
+from tdflow.sweeps import (  # noqa: E402
     FILE_KIND, KINDS, local_cluster, parse_spec, register_kind, run_id, run_one, sweep,
 )
 
@@ -93,6 +93,16 @@ def test_toml_spec(tmp_path):
 
 def test_import_does_not_import_dask():
     code = "import sys, tdflow; assert callable(tdflow.sweep); assert 'distributed' not in sys.modules and 'dask' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_old_import_path_still_works():
+    """tdflow.sweep was a module before tdflow.sweeps (issue 17): its names still import from
+    there, and importing it does not turn the function tdflow.sweep into a module."""
+    code = ("import tdflow; from tdflow.sweep import register_kind, FLOW_DEFAULTS, sweep; "
+            "import tdflow.sweep; import tdflow.sweeps as s; "
+            "assert tdflow.sweep is sweep is s.sweep and register_kind is s.register_kind; "
+            "assert FLOW_DEFAULTS is s.FLOW_DEFAULTS")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -262,6 +272,26 @@ def test_parquet_summary(client, tmp_path):
         [r["final_error"] for r in res.rows if r["status"] == "ok"]
 
 
+def test_summary_as_a_dataframe(client, tmp_path):
+    pd = pytest.importorskip("pandas")
+    from tdflow.sweeps import load_summary
+
+    res = sweep(SPEC, tmp_path, client=client, verbose=False)
+    df = res.to_pandas()
+    assert isinstance(df, pd.DataFrame) and len(df) == len(res.rows) == 12
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert list(df.columns) == header  # the columns of summary.csv, in its order
+    assert df["id"].tolist() == [r["id"] for r in res.rows]
+    assert df["status"].tolist() == ["ok"] * 10 + ["error"] * 2  # the last parameter set raises
+    ok = df["status"] == "ok"
+    assert df["final_error"][ok].tolist() == [r["final_error"] for r in res.rows if r["status"] == "ok"]
+    disk = load_summary(tmp_path)  # Parquet when pyarrow is there, else the CSV
+    assert disk["id"].tolist() == df["id"].tolist() and disk["status"].tolist() == df["status"].tolist()
+    np.testing.assert_array_equal(disk["final_error"][ok].to_numpy(dtype=float),
+                                  df["final_error"][ok].to_numpy(dtype=float))
+
+
 def test_run_one_validates():
     with pytest.raises(ValueError, match="kind must be one of"):
         run_one("nope", {}, 0)
@@ -320,7 +350,7 @@ def test_sigkill_part_way_and_resume(client, tmp_path):
 
 
 def test_deflate_kind_matches_a_direct_run():
-    from tdflow.sweep import run_one
+    from tdflow.sweeps import run_one
 
     params = dict(d=10, r=3, m=20, ratio=2.0, max_epochs=20)
     res = run_one("deflate", params, 1)

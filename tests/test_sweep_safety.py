@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from tdflow import cli, io  # noqa: E402
-from tdflow.sweep import FILE_KIND, KINDS, local_cluster, register_kind, run_one, sweep  # noqa: E402
+from tdflow.sweeps import FILE_KIND, KINDS, local_cluster, register_kind, run_one, sweep  # noqa: E402
 
 SPEC = {"kind": "flow", "seeds": 3, "fixed": dict(d=5, r=2, m=8, radius=1e-3, t_end=20.0,
                                                    n_records=11)}
@@ -103,7 +103,7 @@ def test_unwritable_out_fails_before_any_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "open", fake_open)
     started = []
-    monkeypatch.setattr(sys.modules["tdflow.sweep"], "_run_on_dask", lambda *a, **k: started.append(1))
+    monkeypatch.setattr(sys.modules["tdflow.sweeps.driver"], "_run_on_dask", lambda *a, **k: started.append(1))
     with pytest.raises(PermissionError, match=r"out: cannot write to the folder .*ro/runs"):
         sweep(SPEC, tmp_path / "ro", verbose=False)
     assert not started

@@ -11,7 +11,8 @@ namespace tdflow::bindings {
 
 namespace {
 
-GradientFlow make_flow(py::handle U, py::handle a, int order, double lam, double active_tol) {
+GradientFlow make_flow(py::handle U, py::handle a, int order, double lam, double active_tol,
+                       const std::string& contraction) {
   check_order(order);
   FArray u = as_real_array(U, "U", 2);
   if (u.shape(0) < 1 || u.shape(1) < 1)
@@ -20,7 +21,11 @@ GradientFlow make_flow(py::handle U, py::handle a, int order, double lam, double
   if (!std::isfinite(lam) || lam < 0) throw py::value_error("lam must be finite and >= 0");
   if (!std::isfinite(active_tol) || active_tol < 0)
     throw py::value_error("active_tol must be finite and >= 0");
-  return GradientFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam, active_tol);
+  const Contraction c = contraction == "auto" ? Contraction::Auto
+                        : contraction == "gram" ? Contraction::Gram
+                        : contraction == "moment" ? Contraction::Moment
+                        : throw py::value_error("contraction must be 'auto', 'gram' or 'moment', got '" + contraction + "'");
+  return GradientFlow(Target(Mat(mat_of(u)), Vec(vec_of(av)), order), lam, active_tol, c);
 }
 
 // Scratch for evaluations called from Python: one workspace per thread, so that threads
@@ -72,8 +77,8 @@ py::dict Records::to_dict(const RunArgs& args, const Mat& W, py::ssize_t r) cons
 }
 
 PyGradientFlow::PyGradientFlow(py::handle U, py::handle a, int order, double lam,
-                               double active_tol)
-    : flow(make_flow(U, a, order, lam, active_tol)) {}
+                               double active_tol, const std::string& contraction)
+    : flow(make_flow(U, a, order, lam, active_tol, contraction)) {}
 
 FArray PyGradientFlow::view(py::handle W, const char* name) const {
   FArray w = as_real_array(W, name, 2, flow.dim());
@@ -228,8 +233,12 @@ py::tuple PyGradientFlow::integrate_batch(py::handle W0s_obj, double t0, py::han
 
 void register_flow(py::module_& m) {
   py::class_<PyGradientFlow>(m, "GradientFlow")
-      .def(py::init<py::handle, py::handle, int, double, double>(), py::arg("U"), py::arg("a"),
-           py::arg("order"), py::arg("lam"), py::arg("active_tol") = 0.0)
+      .def(py::init<py::handle, py::handle, int, double, double, const std::string&>(), py::arg("U"),
+           py::arg("a"), py::arg("order"), py::arg("lam"), py::arg("active_tol") = 0.0,
+           py::arg("contraction") = "auto")
+      .def_property_readonly("last_contraction", [](const PyGradientFlow& f) {
+            return f.flow.last_contraction() == Contraction::Moment ? "moment" : "gram"; },
+          "path of the last evaluation ('gram' or 'moment')")
       .def_property_readonly("active_tol", [](const PyGradientFlow& f) { return f.flow.active_tol(); })
       .def_property_readonly("n_active", [](const PyGradientFlow& f) { return f.flow.n_active(); },
                              "columns in the residual at the last evaluation")

@@ -31,7 +31,8 @@ struct Records {
 struct PyGradientFlow {
   GradientFlow flow;
 
-  PyGradientFlow(py::handle U, py::handle a, int order, double lam, double active_tol);
+  PyGradientFlow(py::handle U, py::handle a, int order, double lam, double active_tol,
+                 const std::string& contraction);
 
   // A validated view of W (no copy when it is float64 and Fortran-ordered).
   FArray view(py::handle W, const char* name = "W") const;

@@ -1,45 +1,58 @@
 """tdflow: fast gradient flow for over-parametrized symmetric tensor decomposition.
 
-The compiled core (C++/Eigen/OpenMP) lives in the private module ``tdflow._core``; this package
-re-exports what users need.
+The compiled core (C++/Eigen/OpenMP) lives in the private module ``tdflow._core``, which is
+the build for this CPU's level (tdflow._dispatch; ``tdflow.show_config()`` says which); this
+package re-exports what users need.
 """
-try:
-    from . import _core
-except ImportError as err:  # pragma: no cover - only when the extension is missing
-    raise ImportError(
-        "tdflow's compiled extension tdflow._core could not be imported. Was the package "
-        "built and installed (python -m pip install .)? Importing from a source checkout "
-        "without building does not work."
-    ) from err
+from . import _dispatch
+from ._openmp import loading_environment as _loading_environment
+
+with _loading_environment():  # the OpenMP runtime reads its wait policy as it loads
+    try:
+        from . import _cpu  # noqa: F401  (compiled beside the core; its absence means no build)
+    except ImportError as err:  # pragma: no cover - only when the extension is missing
+        raise ImportError(
+            "tdflow's compiled extensions (tdflow._cpu, tdflow._core_*) could not be imported. Was "
+            "the package built and installed (python -m pip install .)? Importing from a source "
+            "checkout without building does not work."
+        ) from err
+    _core = _dispatch.load(__name__)
 
 from . import analysis, theory
-from .beyond_lazy import BeyondLazy, BeyondLazyResult, VariantState, variant_gradient, variant_loss, variant_model
-from .compare import Comparison, ComparisonRow, run_comparison
+from .beyond_lazy import BeyondLazy
+from .compare import run_comparison
 from .cp import CPTensor
-from .deflation import DeflationResult, Schedule, deflate, resume
-from .flow import GradientFlow, IntegrationError, Trajectory
-from .lazy import LazyFit, LazySweep, lazy_features, lazy_fit, lazy_sweep, symmetric_dim
-from .linear import DeepLinearFlow, LinearTrajectory, RateBound
-from .power import PowerResult, tensor_power_method
+from .deflation import deflate, resume
+from .deflation_result import DeflationResult
+from .flow import GradientFlow
+from .lazy import lazy_fit, lazy_sweep
+from .linear import DeepLinearFlow
+from .options import SolverOptions
+from .power import tensor_power_method
 from .sampling import sphere
-from .sweep import sweep  # imports dask only when a sweep runs
+from .schedule import Schedule
+from .solution import IntegrationError, LinearTrajectory, Status, Trajectory
+from .sweep import sweep  # the function (tdflow.sweeps); dask is imported only when a sweep runs
 from .target import Target, geometric_weights, power_law_weights, uniform_weights
 from .threads import get_num_threads, num_threads, set_num_threads
+from .config import show_config
 
 __version__ = "0.1.0"
 
+# What users call. Everything else stays importable from its module (tdflow.beyond_lazy.VariantState,
+# tdflow.lazy.LazyFit, tdflow.linear_bounds.RateBound, tdflow.sweeps.register_kind, ...).
 __all__ = [
     # tensors, targets, initial states
     "CPTensor", "Target", "geometric_weights", "power_law_weights", "uniform_weights", "sphere",
-    # gradient flow of the deflation model
-    "GradientFlow", "IntegrationError", "Trajectory",
+    # flows, their options and results
+    "GradientFlow", "DeepLinearFlow", "SolverOptions", "Status", "Trajectory",
+    "LinearTrajectory", "IntegrationError",
     # Algorithm 2 and its analysis
-    "DeflationResult", "Schedule", "analysis", "deflate", "resume", "theory",
-    # the other systems of the papers
-    "BeyondLazy", "BeyondLazyResult", "VariantState", "variant_gradient", "variant_loss",
-    "variant_model", "PowerResult", "tensor_power_method", "LazyFit", "LazySweep",
-    "lazy_features", "lazy_fit", "lazy_sweep", "symmetric_dim", "Comparison", "ComparisonRow",
-    "run_comparison", "DeepLinearFlow", "LinearTrajectory", "RateBound",
+    "deflate", "resume", "Schedule", "DeflationResult", "analysis", "theory",
+    # the other algorithms of the papers and the baselines
+    "BeyondLazy", "tensor_power_method", "lazy_fit", "lazy_sweep", "run_comparison",
     # sweeps and threads
     "sweep", "get_num_threads", "num_threads", "set_num_threads",
+    # for bug reports
+    "show_config",
 ]

@@ -6,6 +6,7 @@ the value given and says what is allowed.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from typing import Optional, Sequence
@@ -51,29 +52,33 @@ def real_array(x, name: str, ndim: int, shape: tuple | None = None, *, order: st
 
 def positive_int(x, name: str, minimum: int = 1, maximum: Optional[int] = None) -> int:
     """An integer ``>= minimum`` (and ``<= maximum``); bools and floats are refused."""
-    bounds = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an integer {bounds}, got {show(x)}")
+    if type(x) is not int and (isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral)):
+        raise TypeError(f"{name} must be an integer {_int_bounds(minimum, maximum)}, got {show(x)}")
     if x < minimum or (maximum is not None and x > maximum):
-        raise ValueError(f"{name} must be {bounds}, got {int(x)}")
+        raise ValueError(f"{name} must be {_int_bounds(minimum, maximum)}, got {int(x)}")
     return int(x)
+
+
+def _int_bounds(minimum: int, maximum: Optional[int]) -> str:
+    return f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
 
 
 def real_number(x, name: str, *, minimum: float | None = None, strict: bool = False,
                 maximum: float | None = None, strict_max: bool = False) -> float:
     """A finite real number within the bounds (``strict``: the bound itself is excluded)."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {show(x)}")
+    if type(x) is not float and (isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real)):
+        raise TypeError(f"{name} must be a real number, got {show(x)}")  # (a float skips the ABC)
     x = float(x)
+    finite = math.isfinite(x)
+    if finite and (minimum is None or (x > minimum if strict else x >= minimum)) and \
+            (maximum is None or (x < maximum if strict_max else x <= maximum)):
+        return x  # the message below is built only for a bad value (this runs on every call)
     low = "" if minimum is None else f"{'>' if strict else '>='} {minimum:g}"
     high = "" if maximum is None else f"{'<' if strict_max else '<='} {maximum:g}"
     bounds = " and ".join(b for b in (low, high) if b)
-    if not np.isfinite(x):
+    if not finite:
         raise ValueError(f"{name} must be finite{' and ' + bounds if bounds else ''}, got {x}")
-    if (minimum is not None and (x <= minimum if strict else x < minimum)) or \
-            (maximum is not None and (x >= maximum if strict_max else x > maximum)):
-        raise ValueError(f"{name} must be {bounds}, got {x:g}")
-    return x
+    raise ValueError(f"{name} must be {bounds}, got {x:g}")
 
 
 def flag(x, name: str) -> bool:

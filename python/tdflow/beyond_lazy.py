@@ -13,7 +13,8 @@ Model and loss (Section 4)::
 "when taking the gradient over U, we treat c_i's and ĉ_i's as constants": with ``R = T - T*``
 (a CP tensor: the model's components next to the target's with coefficients ``-a*``),
 ``grad_{u_i} f = l a_i c_i^{l-2} R(u_i^{l-1}, I) + λ l ĉ_i^{l-2} ||u_i||^{l-2} u_i``, one batched
-contraction in the C++ core (:meth:`CPTensor.contract`) per step.
+contraction in the C++ core (:meth:`CPTensor.contract`) per step. The model, the objective and
+its gradient are :mod:`tdflow.variant`; this module runs the algorithm.
 
 Algorithm 1 (quoted): "For each i ∈ [m], initialize u_i i.i.d. from δ Unif(S^{d-1}); initialize
 a_i i.i.d. from Unif{1, −1}; initialize c_i as √(d(m+K))/‖u_i‖ and ĉ_i as 1/‖u_i‖. for epoch
@@ -50,114 +51,17 @@ import numpy as np
 
 from ._checks import generator, positive_int, real_array, real_number
 from .cp import CPTensor
+from .display import Summarised
 from .progress import progress_bar
 from .sampling import sphere
 from .target import Target
+from .variant import (VariantState, check_parts, grad_u, loss_and_residual, model_tensor,
+                      target_arg, variant_loss)
+from .variant import variant_gradient, variant_model  # noqa: F401  (importable from here too)
 
 
-def _target_arg(target) -> Target:
-    if not isinstance(target, Target):
-        raise TypeError(f"target must be a tdflow.Target, got {type(target).__name__}")
-    return target
-
-
-def _parts(target: Target, U, signs, c, c_hat=None):
-    U = real_array(U, "U", 2, (target.dim, None))
-    m = U.shape[1]
-    if m < 1:
-        raise ValueError("U must have m >= 1 columns")
-    signs = real_array(signs, "signs", 1, (m,))
-    if not np.all(np.abs(signs) == 1.0):
-        raise ValueError("signs must hold only +1 and -1")
-    c = real_array(c, "c", 1, (m,))
-    if np.any(c <= 0):
-        raise ValueError("c must be > 0")
-    if c_hat is not None:
-        c_hat = real_array(c_hat, "c_hat", 1, (m,))
-        if np.any(c_hat <= 0):
-            raise ValueError("c_hat must be > 0")
-    return U, signs, c, c_hat
-
-
-def _model(U, signs, c, order) -> CPTensor:
-    # unit directions keep every Gram entry in [-1, 1]; the size goes into the coefficient
-    norms = np.linalg.norm(U, axis=0)
-    keep = norms > 0
-    n = norms[keep]
-    with np.errstate(over="ignore", invalid="ignore"):
-        # (c ||u||)^{l-2} ||u||^2: c ||u|| is kappa or 1 in Algorithm 1, so no overflow there
-        weight = signs[keep] * (c[keep] * n) ** (order - 2) * n ** 2
-    if not np.all(np.isfinite(weight)):
-        raise FloatingPointError("a component weight overflowed (NaN/Inf); try a smaller eta")
-    return CPTensor(U[:, keep] / n, weight, order)
-
-
-def variant_model(target: Target, U, signs, c) -> CPTensor:
-    """The model ``T = sum_i a_i c_i^{l-2} u_i^{(x)l}`` of Section 4 as a :class:`CPTensor`
-    (``a_i`` = ``signs``; zero columns dropped); its order is the target's."""
-    target = _target_arg(target)
-    U, signs, c, _ = _parts(target, U, signs, c)
-    return _model(U, signs, c, target.order)
-
-
-def variant_loss(target: Target, U, signs, c, c_hat, lam: float = 0.0) -> float:
-    """The objective of Section 4, ``f = 1/2 ||T - T*||_F^2 + lam sum_i ĉ_i^{l-2} ||u_i||^l``.
-
-    ``U`` is d x m, ``signs``, ``c``, ``c_hat`` have shape (m,).
-    """
-    target = _target_arg(target)
-    U, signs, c, c_hat = _parts(target, U, signs, c, c_hat)
-    lam = real_number(lam, "lam", minimum=0.0)
-    return _loss(target, U, signs, c, c_hat, lam)[0]
-
-
-def _loss(target, U, signs, c, c_hat, lam):
-    """(f, ||T - T*||_F)."""
-    R = _model(U, signs, c, target.order) - target.tensor
-    rn = math.sqrt(max(R.inner(R), 0.0))
-    norms = np.linalg.norm(U, axis=0)
-    return 0.5 * rn * rn + lam * float(np.sum(c_hat ** (target.order - 2) * norms ** target.order)), rn
-
-
-def variant_gradient(target: Target, U, signs, c, c_hat, lam: float = 0.0) -> np.ndarray:
-    """``∇_U f`` with ``c`` and ``c_hat`` held fixed, as Algorithm 1 takes it (d x m)."""
-    target = _target_arg(target)
-    U, signs, c, c_hat = _parts(target, U, signs, c, c_hat)
-    lam = real_number(lam, "lam", minimum=0.0)
-    return _gradient(target, U, signs, c, c_hat, lam)
-
-
-def _gradient(target, U, signs, c, c_hat, lam):
-    l = target.order
-    norms = np.linalg.norm(U, axis=0)
-    R = _model(U, signs, c, l) - target.tensor
-    safe = np.where(norms > 0, norms, 1.0)
-    # R(u^{l-1}, I) = ||u||^{l-1} R(ū^{l-1}, I); a zero column has zero gradient
-    G = R.contract(U / safe) * (l * signs * (c * norms) ** (l - 2) * norms)
-    G += (lam * l * (c_hat * norms) ** (l - 2)) * U
-    return G
-
-
-@dataclasses.dataclass
-class VariantState:
-    """Algorithm 1's state: ``U`` (d x m), ``signs`` (the paper's ``a_i``), ``c``, ``c_hat``
-    (m,), ``scalar_mode`` (m,) booleans: True once the column's scalar-mode switch has happened
-    since its last (re)initialisation; ``drawn`` the number of columns drawn so far."""
-
-    U: np.ndarray
-    signs: np.ndarray
-    c: np.ndarray
-    c_hat: np.ndarray
-    scalar_mode: np.ndarray
-    drawn: int
-
-    def copy(self) -> "VariantState":
-        return VariantState(self.U.copy(), self.signs.copy(), self.c.copy(), self.c_hat.copy(),
-                            self.scalar_mode.copy(), self.drawn)
-
-
-@dataclasses.dataclass
-class BeyondLazyResult:
+@dataclasses.dataclass(repr=False)
+class BeyondLazyResult(Summarised):
     """Records of one run, index 0 = initialisation, index k = epoch k (arrays (K+1,)).
 
     At the end of each epoch: ``loss`` f, ``residual_norm`` ``||T - T*||_F``,
@@ -194,6 +98,13 @@ class BeyondLazyResult:
     def within_bound(self) -> bool:
         """Lemma 5, ``||P_B U||_F^2 <= (m + K) delta^2``, held at every step."""
         return self.worst_proj_B <= self.bound
+
+    def _summary(self) -> list:
+        return [("epochs", self.loss.size - 1), ("loss", self.loss[-1]),
+                ("relative_error", self.relative_error[-1]), ("worst_proj_B", self.worst_proj_B),
+                ("bound", self.bound), ("within_bound", self.within_bound),
+                ("n_scalar", self.n_scalar[-1]), ("invariant_error", self.invariant_error),
+                ("n_steps", self.n_steps), ("work", self.work), ("wall_time", self.wall_time)]
 
     def summary(self) -> str:
         rows = [f"{'epoch':>5}  {'loss':>11}  {'rel.err':>9}  {'|P_B U|^2':>10}  {'max':>10}  "
@@ -244,7 +155,7 @@ class BeyondLazy:
 
     def __init__(self, target: Target, m: int, *, epochs: int = 40, steps: int = 100,
                  eta: Optional[float] = None, delta: float = 1e-3, lam: float = 1e-4):
-        self.target = _target_arg(target)
+        self.target = target_arg(target)
         self.m = positive_int(m, "m")
         self.epochs = positive_int(epochs, "epochs", minimum=0)
         self.steps = positive_int(steps, "steps", minimum=0)
@@ -294,7 +205,7 @@ class BeyondLazy:
         ``2 (m + r) m d`` = 1.4e17 multiply-adds each. The theorem's scales are far from
         runnable; the constructor's defaults are tdflow's practical ones.
         """
-        target = _target_arg(target)
+        target = target_arg(target)
         eps = real_number(eps, "eps", minimum=0.0, strict=True)
         if eps >= 1.0:
             raise ValueError(f"eps must be < ||T*||_F = 1 (Theorem 3), got {eps}")
@@ -343,7 +254,7 @@ class BeyondLazy:
     def _check_state(self, state) -> VariantState:
         if not isinstance(state, VariantState):
             raise TypeError(f"state must be a VariantState, got {type(state).__name__}")
-        _parts(self.target, state.U, state.signs, state.c, state.c_hat)
+        check_parts(self.target, state.U, state.signs, state.c, state.c_hat)
         if state.U.shape[1] != self.m:
             raise ValueError(f"state.U must have shape ({self.target.dim}, {self.m}), got {state.U.shape}")
         mode = np.asarray(state.scalar_mode)
@@ -354,7 +265,7 @@ class BeyondLazy:
     def model(self, state: VariantState) -> CPTensor:
         """The model tensor of ``state``."""
         self._check_state(state)
-        return _model(state.U, state.signs, state.c, self.order)
+        return model_tensor(state.U, state.signs, state.c, self.order)
 
     def loss(self, state: VariantState) -> float:
         """The objective f at ``state``."""
@@ -364,7 +275,7 @@ class BeyondLazy:
     def gradient(self, state: VariantState) -> np.ndarray:
         """``∇_U f`` at ``state`` with the scalars held fixed."""
         self._check_state(state)
-        return _gradient(self.target, state.U, state.signs, state.c, state.c_hat, self.lam)
+        return grad_u(self.target, state.U, state.signs, state.c, state.c_hat, self.lam)
 
     def proj_B(self, U) -> float:
         """``||P_B U||_F^2``: squared norm of the columns' parts orthogonal to span{u*_i}."""
@@ -400,7 +311,7 @@ class BeyondLazy:
 
     def _step(self, state, norms=None):
         with np.errstate(over="ignore", invalid="ignore"):
-            G = _gradient(self.target, state.U, state.signs, state.c, state.c_hat, self.lam)
+            G = grad_u(self.target, state.U, state.signs, state.c, state.c_hat, self.lam)
             U_new = state.U - self.eta * G
         if not np.all(np.isfinite(U_new)):
             raise FloatingPointError("the gradient step gave NaN/Inf; try a smaller eta")
@@ -451,7 +362,7 @@ class BeyondLazy:
         rec = {k: [] for k in ("loss", "rn", "proj", "proj_max", "nscal", "nswitch")}
 
         def record(s, proj_max, nswitch):
-            f, rn = _loss(self.target, s.U, s.signs, s.c, s.c_hat, self.lam)
+            f, rn = loss_and_residual(self.target, s.U, s.signs, s.c, s.c_hat, self.lam)
             for key, value in zip(rec, (f, rn, self._proj_B(s.U), proj_max,
                                         int(s.scalar_mode.sum()), nswitch)):
                 rec[key].append(value)

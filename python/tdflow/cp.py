@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _core
 from ._checks import order_arg, real_array, real_number, show
+from .dense import SYMMETRY_TOL, from_cp
 
 _DENSE_LIMIT = 10_000_000  # entries; dense() is a testing aid for small d
 
@@ -84,13 +85,23 @@ class CPTensor:
             raise ValueError(
                 f"dense() would form {self.dim}^{self.order} entries; it is meant for small d"
             )
-        out = np.zeros((self.dim,) * self.order)
-        for z, c in zip(self.Z.T, self.c):
-            term = np.asarray(c)
-            for _ in range(self.order):
-                term = np.multiply.outer(term, z)
-            out += term
-        return out
+        return from_cp(self.Z, self.c, self.order)
+
+    def to_tensorly(self):
+        """This tensor as TensorLy's ``CPTensor((c, [Z] * l))`` (needs ``tensorly``; see
+        :mod:`tdflow.tensorly_interop`)."""
+        from .tensorly_interop import to_tensorly
+        return to_tensorly(self)
+
+    @classmethod
+    def from_tensorly(cls, cp, order: int | None = None, *,
+                      symmetry_tol: float = SYMMETRY_TOL) -> "CPTensor":
+        """From TensorLy's ``CPTensor`` / ``(weights, factors)`` with symmetric factors (every
+        factor matrix's column ``j`` parallel to the first's within ``symmetry_tol``), or from
+        ``symmetric_parafac_power_iteration``'s ``(weights, factor)`` with ``order`` given.
+        Details in :func:`tdflow.tensorly_interop.from_tensorly`."""
+        from .tensorly_interop import from_tensorly
+        return from_tensorly(cp, order, symmetry_tol=symmetry_tol)
 
     def _check_compatible(self, other):
         if not isinstance(other, CPTensor):

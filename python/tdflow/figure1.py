@@ -11,16 +11,19 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import io
+from .display import Summarised
 from ._checks import positive_int, real_number
 from .flow import GradientFlow
+from .options import SolverOptions
 from .sampling import sphere
 from .target import Target, geometric_weights
 
 KIND = "figure1"
+SOLVER = dict(method="rk4", h=0.05, rtol=1e-8, n_records=1001)  # run_figure1's integrator
 
 
-@dataclasses.dataclass
-class Figure1Result:
+@dataclasses.dataclass(repr=False)
+class Figure1Result(Summarised):
     """Stacked records of the seeds: arrays are (seeds, times) or (seeds, times, r)."""
 
     seeds: np.ndarray
@@ -49,6 +52,20 @@ class Figure1Result:
         """Every seed fitted every direction, from the largest weight to the smallest."""
         want = np.argsort(-self.a, kind="stable")
         return bool(np.all(self.fit_orders == want[None, :]))
+
+    def _summary(self) -> list:
+        p = self.params
+        return [("seeds", self.seeds), ("d", p.get("d")), ("m", p.get("m")), ("r", self.a.size),
+                ("a", self.a), ("records", self.t.size), ("method", p.get("method")),
+                ("fitted_in_order", self.fitted_in_order()),
+                ("wall_time", float(np.sum(self.wall_time)))]
+
+    def _table(self):
+        """One row per seed: its fit times and fit order."""
+        header = ("seed", *(f"t_fit[{i + 1}]" for i in range(self.a.size)), "order", "n_rhs")
+        return header, [(seed, *self.fit_times[s], "".join(str(i + 1) if i >= 0 else "-"
+                                                           for i in self.fit_orders[s]),
+                         self.n_rhs[s]) for s, seed in enumerate(self.seeds)]
 
     def summary(self) -> str:
         r = self.a.size
@@ -86,13 +103,15 @@ def run_figure1(
     radius: float = 1e-15,
     lam: float = 0.0,
     t_end: float = 250.0,
-    method: str = "rk4",
-    h: Optional[float] = 0.05,
-    rtol: float = 1e-8,
-    n_records: int = 1001,
+    options: Optional[SolverOptions] = None,
     progress: Optional[bool] = None,
+    **solver,
 ) -> Figure1Result:
-    """Run the Figure 1 setting once per seed and stack the records."""
+    """Run the Figure 1 setting once per seed and stack the records.
+
+    ``options`` and the solver keywords as in :meth:`GradientFlow.integrate`, with the defaults
+    :data:`SOLVER` (RK4, ``h = 0.05``, 1001 records)."""
+    opts = SolverOptions.resolve(options, solver, SOLVER, where="run_figure1")
     seeds = np.asarray([positive_int(s, "seed", minimum=0) for s in seeds], dtype=np.int64)
     if seeds.size == 0:
         raise ValueError("seeds must not be empty")
@@ -104,10 +123,10 @@ def run_figure1(
     flow = GradientFlow(Target.orthogonal(d, a, order=4), lam=lam)
     # the seeds are independent replicas: one batch spreads them over the OpenMP threads
     W0s = np.stack([sphere(d, m, radius, np.random.default_rng(seed)) for seed in seeds])
-    trajs = flow.integrate_batch(W0s, (0.0, t_end), method=method, h=h, rtol=rtol,
-                                 n_records=n_records, save_norms=True, progress=progress)
-    params = dict(d=d, m=m, r=r, ratio=ratio, radius=radius, lam=lam, t_end=t_end, method=method,
-                  h=h, rtol=rtol, n_records=n_records, fit_threshold=0.5)
+    trajs = flow.integrate_batch(W0s, (0.0, t_end), options=opts, save_norms=True,
+                                 progress=progress)
+    params = dict(d=d, m=m, r=r, ratio=ratio, radius=radius, lam=lam, t_end=t_end,
+                  **opts.to_dict(), fit_threshold=0.5)
     return Figure1Result(
         seeds=seeds,
         t=trajs[0].t,

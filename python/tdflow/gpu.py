@@ -1,5 +1,9 @@
 """The deflation flow on PyTorch tensors: the optional GPU backend (``backend="cuda"``).
 
+Longer than 400 lines on purpose, for now: it transcribes the steppers, the active set, the
+records and Definition 1's watch of ``integrate.hpp`` / ``events.hpp`` in one place; issue 17
+(item 5) rebuilds it on the tableau data exported from the core, leaving the tensor kernels here.
+
 Why PyTorch (rather than CUDA kernels in the extension, or CuPy):
 
 * the work is fp64 GEMMs on Gram blocks plus elementwise powers, which cuBLAS (through

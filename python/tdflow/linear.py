@@ -31,7 +31,6 @@ exponential decay rate of the loss gap.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import List, Optional, Sequence
@@ -40,11 +39,16 @@ import numpy as np
 
 from . import _core
 from . import linear_bounds as lb
+from .linear_bounds import RateBound
 from ._checks import generator, positive_int, real_array, real_number
-from .flow import check_outcome, largest_column_norm, solver_args, trim_records
+from .options import SolverOptions
 from .progress import progress_bar
+from .solution import LinearTrajectory, Status, check_outcome, largest_column_norm, trim_records
 
-__all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]
+__all__ = ["DeepLinearFlow", "LinearTrajectory", "RateBound"]  # LinearTrajectory: tdflow.solution
+
+# DeepLinearFlow.integrate's defaults where they differ from SolverOptions()
+SOLVER = dict(rtol=1e-10)
 
 
 def _singular_value(W: np.ndarray, k: int) -> float:
@@ -52,115 +56,6 @@ def _singular_value(W: np.ndarray, k: int) -> float:
     if k > min(W.shape):
         return 0.0
     return float(np.linalg.svd(W, compute_uv=False)[k - 1])
-
-
-@dataclasses.dataclass
-class RateBound:
-    """A lower bound on the exponential decay rate of the loss gap ``L(t) - f*``.
-
-    ``rate = 2 * mu * alpha``: for every t along the flow,
-    ``-d/dt log(L(t) - f*) >= rate``, hence ``L(t) - f* <= exp(-rate t) (L(0) - f*)``.
-    ``alpha`` lower-bounds ``lambda_min(T_W(t))``; ``margin`` lower-bounds ``sigma_min(W(t))``
-    (``|w(t)|`` for scalars) over the whole trajectory (the current value with
-    ``at_state=True``); ``imbalance`` holds the conserved quantities the bounds use; ``kind``
-    names the statement applied and ``statement`` cites it; ``candidates`` maps every statement
-    that applies to its alpha (``alpha`` is the largest).
-    """
-
-    rate: float
-    alpha: float
-    mu: float
-    K: float
-    margin: float
-    kind: str
-    imbalance: dict
-    formula: str
-    statement: str = ""
-    candidates: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class LinearTrajectory:
-    """What one integration of a deep linear model recorded.
-
-    ``t`` (n,), ``loss`` (n,) = ``f(W(t))``, ``gap`` (n,) = ``f(W(t)) - f*`` (computed without
-    cancellation), ``grad_norm_sq`` (n,) = ``||grad L||^2 = -dL/dt``; ``products`` (n, n_0, n_L)
-    the end-to-end matrix ``W(t)``; ``imbalances`` a list of L-1 arrays (n, n_l, n_l) with
-    ``D_l(t)``; ``states`` (n, P, L) the packed parameters when asked for; ``layers`` the final
-    layers (at ``t_final``). ``imbalance_scale`` (L-1,) is
-    ``||W_l^T W_l||_F + ||W_{l+1} W_{l+1}^T||_F`` at the start, the size rounding is relative to.
-    """
-
-    t: np.ndarray
-    loss: np.ndarray
-    gap: np.ndarray
-    grad_norm_sq: np.ndarray
-    layers: List[np.ndarray]
-    f_star: float
-    imbalance_scale: np.ndarray
-    products: Optional[np.ndarray] = None
-    imbalances: Optional[List[np.ndarray]] = None
-    states: Optional[np.ndarray] = None
-    status: str = "finished"
-    t_final: float = 0.0
-    method: str = "dopri5"
-    n_steps: int = 0
-    n_rhs: int = 0
-    n_rejected: int = 0
-    wall_time: float = 0.0
-
-    @property
-    def success(self) -> bool:
-        return self.status == "finished"
-
-    @property
-    def rate(self) -> np.ndarray:
-        """Instantaneous decay rate ``-d/dt log(L - f*) = ||grad L||^2 / (L - f*)`` at each record,
-        evaluated exactly from the state (no finite differences); NaN where the gap is 0."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.gap > 0, self.grad_norm_sq / np.where(self.gap > 0, self.gap, 1.0), np.nan)
-
-    def _resolved(self, floor: float) -> np.ndarray:
-        floor = real_number(floor, "floor", minimum=0.0)
-        return (self.gap > floor * self.gap[0]) & (self.gap > 0)
-
-    def observed_rate(self, kind: str = "min", floor: float = 1e-10) -> float:
-        """The observed exponential decay rate of the loss gap.
-
-        Only records whose gap exceeds ``floor * gap[0]`` are used (below that the gap is
-        dominated by rounding of the residual). ``kind``:
-
-        * ``"min"``: the minimum over those records of the instantaneous rate
-          ``||grad L||^2 / (L - f*)``. This is the quantity the rate bounds bound from below at
-          every instant, so ``observed_rate("min") >= bound.rate`` is the sharp comparison.
-        * ``"secant"``: ``log(gap(0)/gap(t_k)) / (t_k - t_0)`` at the last resolved record
-          ``t_k`` (the average rate; also ``>= bound.rate``).
-        * ``"final"``: the instantaneous rate at the last resolved record (the asymptotic rate).
-        """
-        ok = self._resolved(floor)
-        if not ok.any():
-            raise ValueError("no record has a gap above floor * gap[0]")
-        if kind == "min":
-            return float(np.min(self.rate[ok]))
-        k = int(np.flatnonzero(ok)[-1])
-        if kind == "final":
-            return float(self.rate[k])
-        if kind == "secant":
-            if k == 0 or self.t[k] == self.t[0]:
-                raise ValueError("the secant rate needs two resolved records at different times")
-            return float(math.log(self.gap[0] / self.gap[k]) / (self.t[k] - self.t[0]))
-        raise ValueError(f"kind must be 'min', 'secant' or 'final', got {kind!r}")
-
-    def imbalance_drift(self) -> np.ndarray:
-        """Per imbalance l, ``max_t ||D_l(t) - D_l(t_0)||_F / imbalance_scale[l]``: the relative
-        drift of the conserved quantities (integrator accuracy)."""
-        if self.imbalances is None:
-            raise ValueError("the imbalances were not recorded (save_imbalances=False)")
-        out = []
-        for D, s in zip(self.imbalances, self.imbalance_scale):
-            diff = np.linalg.norm((D - D[:1]).reshape(D.shape[0], -1), axis=1)
-            out.append(float(diff.max() / s) if s > 0 else float(diff.max()))
-        return np.array(out)
 
 
 class DeepLinearFlow:
@@ -436,48 +331,34 @@ class DeepLinearFlow:
         return cands, info
 
     # -- integration ----------------------------------------------------------------------
-    def integrate(
-        self,
-        layers0,
-        t_span: Sequence[float] = (0.0, 1.0),
-        *,
-        method: str = "dopri5",
-        h: Optional[float] = None,
-        rtol: float = 1e-10,
-        atol: float = 0.0,
-        t_eval=None,
-        n_records: int = 501,
-        max_step: float = np.inf,
-        max_steps: int = 0,
-        save_products: bool = True,
-        save_imbalances: bool = True,
-        save_states: bool = False,
-        progress: Optional[bool] = None,
-    ) -> LinearTrajectory:
+    def integrate(self, layers0, t_span: Sequence[float] = (0.0, 1.0), *,
+                  options: Optional[SolverOptions] = None, save_products: bool = True,
+                  save_imbalances: bool = True, save_states: bool = False,
+                  progress: Optional[bool] = None, **solver) -> LinearTrajectory:
         """Integrate ``dW_l/dt = -dL/dW_l`` from ``layers0`` over ``t_span = (t0, t1)``.
 
-        ``method``: ``"dopri5"`` (adaptive Dormand-Prince 5(4), error ``<~ atol + rtol ||W_l||`` for
-        each layer; ``h`` = first step, None: automatic), ``"dop853"`` (order 8, same control),
-        or fixed-step
-        ``"rk4"`` / ``"euler"`` with step ``h`` (required). ``t_eval``: recording times inside
-        ``t_span`` (default ``n_records`` evenly spaced). Records the loss, the gap ``f - f*``,
-        ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances ``D_l(t)``.
-        As in SciPy's ``solve_ivp`` the run covers all of ``t_span`` even when ``t_eval`` ends
-        earlier (the final layers are those of ``t1``).
+        ``options`` (a :class:`SolverOptions`) and the solver keywords as in
+        :meth:`GradientFlow.integrate`, with ``rtol = 1e-10`` by default (:data:`SOLVER`):
+        ``"dopri5"`` (adaptive Dormand-Prince 5(4), error ``<~ atol + rtol ||W_l||`` for each
+        layer; ``h`` = first step, None: automatic), ``"dop853"`` (order 8, same control), or
+        fixed-step ``"rk4"`` / ``"euler"`` with step ``h`` (required). Records the loss, the gap
+        ``f - f*``, ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances
+        ``D_l(t)``. As in SciPy's ``solve_ivp`` the run covers all of ``t_span`` even when
+        ``t_eval`` ends earlier (the final layers are those of ``t1``).
 
         Raises IntegrationError on NaN/Inf or a collapsed adaptive step (the partial trajectory
         is ``err.trajectory``); a KeyboardInterrupt carries it too.
         """
+        opts = SolverOptions.resolve(options, solver, SOLVER, where="integrate")
         layers0 = self._layers(layers0, "layers0")
         theta0 = self.pack(layers0)
-        t0, t1, args, n_rec = solver_args(t_span, method, h, rtol, atol, t_eval, n_records,
-                                          max_step, max_steps)
+        t0, t1, t_eval, n_rec = opts.grid(t_span)
 
         start = time.perf_counter()
-        with progress_bar(t0, t1, enabled=progress, desc=f"{method} linear L={self.depth}") as update:
+        with progress_bar(t0, t1, enabled=progress, desc=f"{opts.method} linear L={self.depth}") as update:
             raw = self._core.integrate(
-                theta0, t0, *args, bool(save_products), bool(save_imbalances), bool(save_states),
-                update, 0.1,
+                theta0, t0, t_eval, *opts.stepping(), bool(save_products), bool(save_imbalances),
+                bool(save_states), update, 0.1,
             )
         trim_records(raw, n_rec)
         with np.errstate(over="ignore", invalid="ignore"):  # inf for a start that overflows
@@ -493,8 +374,8 @@ class DeepLinearFlow:
             t=raw["t"], loss=raw["loss"], gap=raw["gap"], grad_norm_sq=raw["grad_norm_sq"],
             layers=self.unpack(raw["theta"]), f_star=self.f_star,
             imbalance_scale=scale, products=raw.get("products"),
-            imbalances=imbalances, states=raw.get("states"), status=raw["status"],
-            t_final=raw["t_final"], method=method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
+            imbalances=imbalances, states=raw.get("states"), status=Status(raw["status"]),
+            t_final=raw["t_final"], method=opts.method, n_steps=raw["n_steps"], n_rhs=raw["n_rhs"],
             n_rejected=raw["n_rejected"], wall_time=time.perf_counter() - start,
         )
         check_outcome(traj, raw["error"], **self._diagnosis(traj, raw))
@@ -502,10 +383,10 @@ class DeepLinearFlow:
 
     def _diagnosis(self, traj: LinearTrajectory, raw: dict) -> dict:
         """What check_outcome says about a run that failed in the core (NaN/Inf, tiny step)."""
-        if raw.get("error") is not None or traj.status not in ("non-finite", "step-too-small"):
+        if raw.get("error") is not None or traj.status not in (Status.NON_FINITE, Status.STEP_TOO_SMALL):
             return {}
         overflows = False
-        if traj.status == "non-finite":
+        if traj.status == Status.NON_FINITE:
             try:
                 self._core.rhs(raw["theta"])
             except ValueError:

@@ -21,6 +21,7 @@ this convention on random draws, including those shapes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List, Optional, Sequence
 
@@ -30,8 +31,33 @@ __all__ = [
     "eigs", "delta_plus", "delta_minus", "delta_gap", "two_layer_alpha",
     "wedge", "imbalance_ceiling", "three_layer_deltas", "three_layer_alpha", "delta_star",
     "unimodal_indices", "is_homogeneous", "cumulative_imbalance", "deep_unimodal_alpha",
-    "scalar_cumulative_imbalance", "scalar_alpha", "STATEMENTS", "FORMULAS",
+    "scalar_cumulative_imbalance", "scalar_alpha", "STATEMENTS", "FORMULAS", "RateBound",
 ]
+
+
+@dataclasses.dataclass
+class RateBound:
+    """A lower bound on the exponential decay rate of the loss gap ``L(t) - f*``
+    (:meth:`tdflow.DeepLinearFlow.rate_bound`).
+
+    ``rate = 2 * mu * alpha``: for every t along the flow, ``-d/dt log(L(t) - f*) >= rate``, hence ``L(t) - f* <= exp(-rate t) (L(0) - f*)``.
+    ``alpha`` lower-bounds ``lambda_min(T_W(t))``; ``margin`` lower-bounds ``sigma_min(W(t))``
+    (``|w(t)|`` for scalars) over the whole trajectory (the current value with
+    ``at_state=True``); ``imbalance`` holds the conserved quantities the bounds use; ``kind``
+    names the statement applied and ``statement`` cites it; ``candidates`` maps every statement
+    that applies to its alpha (``alpha`` is the largest).
+    """
+
+    rate: float
+    alpha: float
+    mu: float
+    K: float
+    margin: float
+    kind: str
+    imbalance: dict
+    formula: str
+    statement: str = ""
+    candidates: dict = dataclasses.field(default_factory=dict)
 
 
 def eigs(M) -> np.ndarray:
@@ -259,7 +285,7 @@ def scalar_alpha(weights: Sequence[float], w: float) -> float:
     return math.hypot(prod, L * abs(w) ** (2.0 - 2.0 / L))
 
 
-# the statement behind each kind of tdflow.linear.RateBound, and its formula
+# the statement behind each kind of RateBound, and its formula
 STATEMENTS = {
     "single-layer": "L = 1: T is the identity (MVM Lemma 1), lambda_min(T) = 1",
     "two-layer": "MVM Theorem 1 / Lemma 3 (slides: Proposition 2), the valid version: 1/2 x the "
