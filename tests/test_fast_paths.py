@@ -115,8 +115,9 @@ def test_batch_validation_and_failure(rng):
 @pytest.mark.parametrize("order,m", [(4, 3072), (3, 3333), (5, 4100)])
 def test_symmetric_self_contraction_equals_reference(rng, order, m):
     """With every column in the residual the model's own Gram matrix is formed in symmetric
-    block pairs (contract_self_add, used from 3072 columns on); the RHS must equal the plain reference, and not depend on threads."""
-    d = 5
+    block pairs (contract_self_add, used from 3072 columns on above d = 16, where the register
+    kernels of small d stop); the RHS must equal the plain reference, and not depend on threads."""
+    d = 17
     target = tdflow.Target.random_unit(d, [1.0, 0.6], rng, order=order)
     W = np.asfortranarray(rng.standard_normal((d, m)) * rng.uniform(0.1, 1.0, m))
     flow = tdflow.GradientFlow(target, lam=0.01)

@@ -3,6 +3,9 @@
 #include "common.hpp"
 
 #include <cmath>
+#include <string>
+
+#include "tdflow/small_contract.hpp"
 
 namespace tdflow::bindings {
 
@@ -90,6 +93,29 @@ double norm_squared_py(py::handle Z, py::handle c, int order) {
       [&] { return t.sizes("Z", t.Z); });
 }
 
+// The register kernels of small_contract.hpp on one tensor (for tests: they must equal the GEMM
+// path of contract/evaluate/norm_squared); None where they do not serve (d > 16).
+py::object small_py(py::handle Z, py::handle c, py::handle V, int order, const std::string& op) {
+  check_order(order);
+  CPArgs t(Z, c, "Z", "c");
+  FArray v = as_real_array(V.is_none() ? Z : V, "V", 2, t.dim());
+  Mat out;
+  Vec vals;
+  double n2 = 0.0;
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    const Parts parts = t.parts();
+    ok = op == "contract"   ? small_contract(parts, mat_of(v), order - 1, out)
+         : op == "evaluate" ? small_evaluate(parts, mat_of(v), order, vals)
+                            : small_norm_squared(parts, order, vals, n2);
+  }
+  if (!ok) return py::none();
+  if (op == "contract") return py::cast(out);
+  if (op == "evaluate") return py::cast(vals);
+  return py::float_(n2);
+}
+
 }  // namespace
 
 void register_cp(py::module_& m) {
@@ -97,6 +123,10 @@ void register_cp(py::module_& m) {
         "The round-robin schedule of contract_self_add (for tests).");
   m.def("_self_block", &detail::self_block, py::arg("k"),
         "Block edge contract_self_add uses for k columns (for tests).");
+  m.def("_small", &small_py, py::arg("Z"), py::arg("c"), py::arg("V"), py::arg("order"),
+        py::arg("op"),
+        "contract/evaluate/norm_squared ('contract', 'evaluate', 'norm') by the register "
+        "kernels of small d (for tests); None for d > 16.");
   m.def("contract", &contract_py, py::arg("Z"), py::arg("c"), py::arg("V"), py::arg("order"),
         "T(v^{l-1}, I) for every column v of V, T = sum_j c_j z_j^{(x)l}. Returns d x m.");
   m.def("contract_mixed", &contract_mixed_py, py::arg("Z"), py::arg("c"), py::arg("V"),

@@ -25,31 +25,47 @@
 
 #include "cp_tensor.hpp"
 #include "moment.hpp"
+#include "small_contract.hpp"
 #include "threads.hpp"
 
 namespace tdflow {
 
 // Column norms and unit directions; a column too small for its squares is rescaled first.
-// Plain pointer loops: for d ~ 10 Eigen's per-column block set-up costs more than the work.
+// Plain pointer loops in passes (squares, square roots and reciprocals, scaling), so that the
+// square roots and divisions vectorise across columns: for d ~ 10 one column at a time waited on
+// their latency, and Eigen's per-column block set-up cost more than the work.
 inline void normalize_columns(const Eigen::Ref<const Mat>& W, Mat& Wbar, Vec& norms) {
   const Index d = W.rows(), m = W.cols();
   Wbar.resize(d, m);
   norms.resize(m);
   parallel_blocks(detail::n_col_blocks(m), 2.0 * d * m, [&](Index b) {
-    const Index j0 = b * kColBlock, j1 = std::min(m, j0 + kColBlock);
-    for (Index j = j0; j < j1; ++j) {
-      const double* w = W.col(j).data();
-      double* wb = Wbar.col(j).data();
+    const Index j0 = b * kColBlock, nj = std::min(m, j0 + kColBlock) - j0;
+    double* n = norms.data() + j0;
+    double inv[kColBlock];
+    for (Index jj = 0; jj < nj; ++jj) {
+      const double* w = W.col(j0 + jj).data();
       double s = 0.0;
       for (Index i = 0; i < d; ++i) s += w[i] * w[i];
-      double n = std::sqrt(s);
-      if (n < 1e-150) n = W.col(j).stableNorm();  // squares underflow
-      norms[j] = n;
-      const double inv = n > 0 ? 1.0 / n : 0.0;
-      if (n > 0 && std::isfinite(inv)) {
-        for (Index i = 0; i < d; ++i) wb[i] = w[i] * inv;
-      } else if (n > 0) {
-        for (Index i = 0; i < d; ++i) wb[i] = w[i] / n;  // 1/n overflows for subnormal n
+      n[jj] = s;
+    }
+    // through Eigen: std::sqrt in a loop does not vectorise (errno); both are correctly rounded
+    Eigen::Map<Eigen::ArrayXd> na(n, nj);
+    na = na.sqrt();
+    Eigen::Map<Eigen::ArrayXd>(inv, nj) = na.inverse();
+    for (Index jj = 0; jj < nj; ++jj) {
+      const Index j = j0 + jj;
+      const double* w = W.col(j).data();
+      double* wb = Wbar.col(j).data();
+      if (n[jj] >= 1e-150 && std::isfinite(inv[jj])) {
+        for (Index i = 0; i < d; ++i) wb[i] = w[i] * inv[jj];
+        continue;
+      }
+      if (n[jj] < 1e-150) n[jj] = W.col(j).stableNorm();  // squares underflow
+      const double nn = n[jj], iv = nn > 0 ? 1.0 / nn : 0.0;
+      if (nn > 0 && std::isfinite(iv)) {
+        for (Index i = 0; i < d; ++i) wb[i] = w[i] * iv;
+      } else if (nn > 0) {
+        for (Index i = 0; i < d; ++i) wb[i] = w[i] / nn;  // 1/n overflows for subnormal n
       } else {
         for (Index i = 0; i < d; ++i) wb[i] = 0.0;
       }
@@ -136,6 +152,8 @@ class GradientFlow {
     ActiveSet active_set;
     Mat moment;                      // the residual's unfolding (moment path)
     std::vector<Mat> moment_partial;
+    Parts parts;                     // the residual's parts (reused: no allocation per call)
+    Vec eval;
   };
 
   // active_tol: the residual leaves out columns whose summed squared norms stay below
@@ -174,6 +192,9 @@ class GradientFlow {
     if (use_moment(ContractionCost::rhs(dim(), order(), target_.rank(), W.cols(), ws.coef.size()))) {
       moment_residual(ws, true);
       moment_contract(*table_, ws.moment, ws.Wbar, ws.P);
+    } else if (small_fits(dim(), l - 1)) {
+      small_rhs(W, dW, ws);
+      return;
     } else if (ws.coef.size() == ws.Wbar.cols() && ws.Wbar.cols() >= kSelfMin) {
       // every column is in the residual: its model part is contracted with its own columns
       contract({target_.part()}, ws.Wbar, l - 1, ws.P);
@@ -200,6 +221,29 @@ class GradientFlow {
     });
   }
 
+  // rhs() through small_apply (small_fits(d, l - 1)): the contraction and the velocity of each
+  // lane of columns in registers, without the d x m contraction in between.
+  void small_rhs(const Eigen::Ref<const Mat>& W, Mat& dW, Workspace& ws) const {
+    using detail::Lane;
+    const Index d = W.rows(), m = W.cols();
+    dW.resize(d, m);
+    const int l = order();
+    const double lam = lam_, *norms = ws.norms.data(), *w = W.data();
+    const Index ldw = W.outerStride();
+    small_apply(residual_parts(ws), ws.Wbar.data(), d, m, l - 1,
+                [&](auto Dc, const Lane* p, const Lane* wb, Index j0, Index nj) {
+                  constexpr int D = decltype(Dc)::value;
+                  Lane wl[D], out[D], n;
+                  detail::load_lane<D>(w, ldw, j0, nj, wl);
+                  detail::load_lane<1>(norms, 1, j0, nj, &n);
+                  Lane s = p[0] * wb[0];  // R(wbar^l)
+                  for (int i = 1; i < D; ++i) s += p[i] * wb[i];
+                  const Lane cp = static_cast<double>(l) * n, cw = static_cast<double>(l - 2) * s + lam;
+                  for (int i = 0; i < D; ++i) out[i] = cp * p[i] - cw * wl[i];
+                  detail::store_lane<D>(out, j0, nj, dW.data());
+                });
+  }
+
   // ||T* - T||_F^2, clamped at 0 (see norm_squared)
   double residual_norm_squared(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
     prepare(W, ws);
@@ -207,6 +251,8 @@ class GradientFlow {
       moment_residual(ws, false);
       return moment_norm_squared(*table_, ws.moment);
     }
+    double v;
+    if (small_norm_squared(residual_parts(ws), order(), ws.eval, v)) return v;
     return norm_squared(residual_parts(ws), order());
   }
 
@@ -222,6 +268,7 @@ class GradientFlow {
       moment_residual(ws, true);
       moment_contract(*table_, ws.moment, target_.U, ws.P);
       out = (ws.P.array() * target_.U.array()).colwise().sum().transpose();
+    } else if (small_evaluate(residual_parts(ws), target_.U, order(), out)) {
     } else if (target_.basis) {
       const Mat E = Mat::Identity(dim(), target_.rank());
       evaluate(residual_parts(ws), E, order(), out);
@@ -265,8 +312,10 @@ class GradientFlow {
     if (scaled) ws.moment = table_->mult().asDiagonal() * ws.moment;
   }
 
-  Parts residual_parts(const Workspace& ws) const {
-    Parts parts;
+  // The target's part and the active columns', in ws.parts (whose capacity is kept).
+  const Parts& residual_parts(Workspace& ws) const {
+    Parts& parts = ws.parts;
+    parts.clear();
     parts.push_back(target_.part());
     const Index a = ws.coef.size();
     if (a == ws.Wbar.cols()) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "cp_tensor.hpp"
+#include "small_contract.hpp"
 #include "threads.hpp"
 
 namespace tdflow {
@@ -230,8 +231,13 @@ inline std::shared_ptr<const MonomialTable> moment_table(Index d, int l, Contrac
 // (8, 5), (6, 6); ~2 n for (20, 4), (10, 5); ~2.8 n for (5, 3). The Gram path's dense RHS costs
 // 4 (r + m) m d flops (m < kSelfMin), the moment path's 2 (r + 2m) n d, so equal time at
 // m ~ 1.4 n means kMomentFlopCost ~ 1.4; the overhead places the small cases.
+// For d <= kSmallMaxDim the Gram path's dense RHS runs on the register kernels of
+// small_contract.hpp, its flops weighted by kSmallGramFlopCost: measured (one thread, AMD EPYC,
+// loaded machine) Gram time / moment time = 1 at m ~ 2 n for (d, l) = (10, 4), (8, 5) and ~2.5 n
+// for (6, 6) — 0.72x the model without it —, at ~1.4 n for (16, 3) (1x).
 struct ContractionCost {
   static constexpr double kMomentFlopCost = 1.4;
+  static constexpr double kSmallGramFlopCost = 0.75;
   static constexpr double kMomentOverhead = 2.5e4;
   struct Costs {
     double gram, moment;
@@ -242,7 +248,9 @@ struct ContractionCost {
   // R(wbar^{l-1}, I) for all m columns
   static Costs rhs(Index d, int l, Index r, Index m, Index a) {
     const double D = d, M = m, A = a, R = r;
-    const double gram = (a == m && m >= kSelfMin) ? 4 * R * M * D + 3 * M * M * D : 4 * (R + A) * M * D;
+    const double gram = small_fits(d, l - 1)     ? kSmallGramFlopCost * 4 * (R + A) * M * D
+                        : (a == m && m >= kSelfMin) ? 4 * R * M * D + 3 * M * M * D
+                                                    : 4 * (R + A) * M * D;
     return {gram, moment(2 * (R + A + M) * monomials(d, l) * D)};
   }
   // ||R||_F^2

@@ -1,0 +1,199 @@
+// contract() of cp_tensor.hpp for small dimension d (<= kSmallMaxDim): no GEMM. At d ~ 10 a
+// Gram block's GEMMs spend more on packing and set-up than on arithmetic (d = 10, m = 50: ~10 us
+// per right-hand side for ~2 us of flops). Here a lane of columns v_j (one SIMD register wide)
+// is held transposed, and for every component z_k the lane's Gram entries <z_k, v_j>, their
+// power and the output update out_j += c_k <z_k, v_j>^q z_k are formed in registers: 4 k d flops
+// per column, as contract(), with no heap allocation and no intermediate Gram matrix. Every column
+// is computed by the same operations in the same order whatever the block or lane it sits in, so
+// results do not depend on the thread count; they differ from the GEMM path by rounding only.
+#pragma once
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "cp_tensor.hpp"
+#include "threads.hpp"
+
+namespace tdflow {
+
+constexpr int kSmallMaxDim = 16;
+
+namespace detail {
+
+constexpr int kLane = Eigen::internal::packet_traits<double>::size;
+using Lane = Eigen::Array<double, kLane, 1>;
+
+// x^P (P >= 1 at compile time; P <= 0: p >= 1 read at run time)
+template <int P>
+inline Lane lane_pow(const Lane& x, int p) {
+  if constexpr (P >= 1) {
+    Lane r = x;
+    for (int i = 1; i < P; ++i) r = r * x;
+    return r;
+  } else {
+    Lane r = x, b = x;
+    for (int e = p - 1; e > 0; e >>= 1) {
+      if (e & 1) r = r * b;
+      b = b * b;
+    }
+    return r;
+  }
+}
+
+// The lane of columns [j0, j0 + nj) (nj <= kLane) of V (d = D rows): v[i] holds row i of the
+// lane (zero past nj). Scatter: acc[i] receives row i of sum_parts sum_k c_k <z_k, v_j>^p z_k
+// (contract()); otherwise acc[0] receives sum_parts sum_k c_k <z_k, v_j>^p (evaluate()).
+template <int D, int P, bool Scatter, class PartList>
+inline void small_lane(const PartList& parts, const Lane* v, int p, Lane* acc) {
+  for (int i = 0; i < (Scatter ? D : 1); ++i) acc[i].setZero();
+  for (const auto& part : parts) {
+    const Index k = part.rank();
+    const double* c = part.c.data();
+    if (part.basis) {  // z_k = e_k (k <= d): the Gram entries are row k of the lane
+      for (Index kk = 0; kk < k; ++kk) acc[Scatter ? kk : 0] += c[kk] * lane_pow<P>(v[kk], p);
+      continue;
+    }
+    const double* z = part.Z.data();
+    for (Index kk = 0; kk < k; ++kk, z += D) {
+      Lane g0 = v[0] * z[0], g1 = Lane::Zero();  // two chains: half the FMA latency
+      for (int i = 1; i + 1 < D; i += 2) {
+        g0 += v[i] * z[i];
+        g1 += v[i + 1] * z[i + 1];
+      }
+      if (D % 2 == 0) g1 += v[D - 1] * z[D - 1];
+      const Lane h = c[kk] * lane_pow<P>(g0 + g1, p);
+      if constexpr (Scatter) {
+        for (int i = 0; i < D; ++i) acc[i] += h * z[i];
+      } else {
+        acc[0] += h;
+      }
+    }
+  }
+}
+
+// Rows of the lane [j0, j0 + nj) of a d x m column-major X (d = D, columns ld apart) into x
+// (zero past nj).
+template <int D>
+inline void load_lane(const double* X, Index ld, Index j0, Index nj, Lane* x) {
+  alignas(64) double t[D * kLane];
+  for (Index jj = 0; jj < kLane; ++jj)
+    for (int i = 0; i < D; ++i) t[i * kLane + jj] = jj < nj ? X[(j0 + jj) * ld + i] : 0.0;
+  for (int i = 0; i < D; ++i) x[i] = Eigen::Map<const Lane>(t + i * kLane);
+}
+
+// The lane x back into the columns [j0, j0 + nj) of a d x m column-major X.
+template <int D>
+inline void store_lane(const Lane* x, Index j0, Index nj, double* X) {
+  alignas(64) double t[D * kLane];
+  for (int i = 0; i < D; ++i) Eigen::Map<Lane>(t + i * kLane) = x[i];
+  for (Index jj = 0; jj < nj; ++jj)
+    for (int i = 0; i < D; ++i) X[(j0 + jj) * D + i] = t[i * kLane + jj];
+}
+
+// For every lane of V (column-major, d = D rows, m columns), small_lane, then
+// finish(acc, v, j0, nj); lanes in blocks of about kColBlock columns, in parallel for large work.
+template <int D, int P, bool Scatter, class PartList, class Finish>
+void small_lanes(const PartList& parts, const double* V, Index m, int p, Finish& finish) {
+  const Index n_lanes = (m + kLane - 1) / kLane;
+  double rank = 0;
+  for (const auto& part : parts) rank += static_cast<double>(part.rank());
+  const double work = (Scatter ? 2.0 : 1.0) * D * static_cast<double>(m) * rank;
+  const Index per_block = std::max<Index>(1, kColBlock / kLane);
+  parallel_blocks((n_lanes + per_block - 1) / per_block, work, [&](Index b) {
+    const Index l1 = std::min(n_lanes, (b + 1) * per_block);
+    for (Index lane = b * per_block; lane < l1; ++lane) {
+      const Index j0 = lane * kLane, nj = std::min<Index>(kLane, m - j0);
+      Lane v[D], acc[D];
+      load_lane<D>(V, D, j0, nj, v);
+      small_lane<D, P, Scatter>(parts, v, p, acc);
+      finish(std::integral_constant<int, D>{}, static_cast<const Lane*>(acc),
+             static_cast<const Lane*>(v), j0, nj);
+    }
+  });
+}
+
+template <int D, bool Scatter, class PartList, class Finish>
+void small_lanes_q(const PartList& parts, const double* V, Index m, int q, Finish& finish) {
+  switch (q) {
+    case 2: return small_lanes<D, 2, Scatter>(parts, V, m, q, finish);
+    case 3: return small_lanes<D, 3, Scatter>(parts, V, m, q, finish);
+    case 4: return small_lanes<D, 4, Scatter>(parts, V, m, q, finish);
+    case 5: return small_lanes<D, 5, Scatter>(parts, V, m, q, finish);
+    default: return small_lanes<D, 0, Scatter>(parts, V, m, q, finish);
+  }
+}
+
+}  // namespace detail
+
+// Whether the functions below serve V with d rows and the power q.
+inline bool small_fits(Index d, int q) { return d >= 1 && d <= kSmallMaxDim && q >= 1; }
+
+// For every lane of columns of V (d x m, column-major, small_fits(d, q)): the lane's
+// contraction acc (Scatter, as contract(): acc[i] = row i of out; else as evaluate(): acc[0]),
+// then finish(std::integral_constant<int, d>, acc, v, j0, nj), v the lane of V (both kLane
+// columns, zero past nj). A finish that only reads its lane and writes columns [j0, j0 + nj) of
+// its outputs may run in parallel.
+template <bool Scatter = true, class PartList, class Finish>
+void small_apply(const PartList& parts, const double* V, Index d, Index m, int q, Finish&& finish) {
+  switch (d) {
+#define TDFLOW_SMALL_DIM(n) \
+  case n: detail::small_lanes_q<n, Scatter>(parts, V, m, q, finish); break;
+    TDFLOW_SMALL_DIM(1) TDFLOW_SMALL_DIM(2) TDFLOW_SMALL_DIM(3) TDFLOW_SMALL_DIM(4)
+    TDFLOW_SMALL_DIM(5) TDFLOW_SMALL_DIM(6) TDFLOW_SMALL_DIM(7) TDFLOW_SMALL_DIM(8)
+    TDFLOW_SMALL_DIM(9) TDFLOW_SMALL_DIM(10) TDFLOW_SMALL_DIM(11) TDFLOW_SMALL_DIM(12)
+    TDFLOW_SMALL_DIM(13) TDFLOW_SMALL_DIM(14) TDFLOW_SMALL_DIM(15) TDFLOW_SMALL_DIM(16)
+#undef TDFLOW_SMALL_DIM
+    default: throw std::invalid_argument("small_apply: d = " + std::to_string(d) + " > " +
+                                         std::to_string(kSmallMaxDim));
+  }
+}
+
+// out(:, j) = sum_parts sum_k c_k <z_k, v_j>^q z_k, as contract(), when small_fits(d, q) and V
+// is contiguous; returns false (out untouched) otherwise.
+template <class PartList>
+bool small_contract(const PartList& parts, const Eigen::Ref<const Mat>& V, int q, Mat& out) {
+  const Index d = V.rows(), m = V.cols();
+  if (!small_fits(d, q) || V.outerStride() != d) return false;
+  out.resize(d, m);
+  small_apply(parts, V.data(), d, m, q,
+              [&](auto D, const detail::Lane* acc, const detail::Lane*, Index j0, Index nj) {
+                detail::store_lane<decltype(D)::value>(acc, j0, nj, out.data());
+              });
+  return true;
+}
+
+// out(j) = sum_parts sum_k c_k <z_k, v_j>^l = T(v_j^l), as evaluate(), when small_fits(d, l) and
+// V is contiguous; returns false (out untouched) otherwise.
+template <class PartList>
+bool small_evaluate(const PartList& parts, const Eigen::Ref<const Mat>& V, int l, Vec& out) {
+  const Index d = V.rows(), m = V.cols();
+  if (!small_fits(d, l) || V.outerStride() != d) return false;
+  out.resize(m);
+  small_apply<false>(parts, V.data(), d, m, l,
+                     [&](auto, const detail::Lane* acc, const detail::Lane*, Index j0, Index nj) {
+                       for (Index jj = 0; jj < nj; ++jj) out[j0 + jj] = acc[0][jj];
+                     });
+  return true;
+}
+
+// ||T||_F^2 = sum_b sum_j c_j T(z_j^l) over the components z_j of every part b, as
+// norm_squared() (clamped at 0), when small_fits(d, l): the whole Gram matrix, not its half as
+// self_inner(), but in registers. Returns false otherwise.
+template <class PartList>
+bool small_norm_squared(const PartList& parts, int l, Vec& scratch, double& out) {
+  double v = 0.0;
+  for (const auto& part : parts) {
+    if (part.rank() == 0) continue;
+    if (!small_evaluate(parts, part.Z, l, scratch)) return false;
+    v += scratch.dot(part.c);
+  }
+  out = std::isfinite(v) ? std::max(v, 0.0) : v;
+  return true;
+}
+
+}  // namespace tdflow
