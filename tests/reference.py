@@ -78,18 +78,20 @@ def directional_residual(U, a, W, order):
     return evaluate(Z, c, U, order)
 
 
-def rhs(U, a, W, order, lam):
-    """-grad L, written straight from DESIGN.md: l R(w^{l-1},I)/||w||^{l-2} - (l-2) R(w^l)/||w||^l w - lam w."""
+def rhs(U, a, W, order, lam, columns=None):
+    """-grad L, written straight from DESIGN.md: l R(w^{l-1},I)/||w||^{l-2} - (l-2) R(w^l)/||w||^l w - lam w.
+    With ``columns``, only those columns of it (each costs O(m d))."""
     Z, c = residual_parts(U, a, W, order)
-    out = np.zeros_like(W)
-    for k in range(W.shape[1]):
+    columns = range(W.shape[1]) if columns is None else columns
+    out = np.zeros((W.shape[0], len(columns)))
+    for i, k in enumerate(columns):
         w = W[:, k]
         n = np.linalg.norm(w)
         if n == 0:
             continue
         Rw = contract(Z, c, w[:, None], order)[:, 0]
         Rww = evaluate(Z, c, w[:, None], order)[0]
-        out[:, k] = order * Rw / n ** (order - 2) - (order - 2) * Rww / n ** order * w - lam * w
+        out[:, i] = order * Rw / n ** (order - 2) - (order - 2) * Rww / n ** order * w - lam * w
     return out
 
 

@@ -145,7 +145,7 @@ def test_tableaux_are_consistent():
     assert sum(t["E5"]) == pytest.approx(0.0, abs=1e-14)
     assert sum(t["E3"]) == pytest.approx(0.0, abs=1e-14)
     with pytest.raises(ValueError, match="no tableau"):
-        tdflow._core.tableau("rk4")
+        tdflow._core.tableau("rk45")
 
 
 def test_nonfinite_state_raises_and_keeps_last_finite_state():

@@ -272,6 +272,26 @@ def test_parquet_summary(client, tmp_path):
         [r["final_error"] for r in res.rows if r["status"] == "ok"]
 
 
+def test_summary_as_a_dataframe(client, tmp_path):
+    pd = pytest.importorskip("pandas")
+    from tdflow.sweeps import load_summary
+
+    res = sweep(SPEC, tmp_path, client=client, verbose=False)
+    df = res.to_pandas()
+    assert isinstance(df, pd.DataFrame) and len(df) == len(res.rows) == 12
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert list(df.columns) == header  # the columns of summary.csv, in its order
+    assert df["id"].tolist() == [r["id"] for r in res.rows]
+    assert df["status"].tolist() == ["ok"] * 10 + ["error"] * 2  # the last parameter set raises
+    ok = df["status"] == "ok"
+    assert df["final_error"][ok].tolist() == [r["final_error"] for r in res.rows if r["status"] == "ok"]
+    disk = load_summary(tmp_path)  # Parquet when pyarrow is there, else the CSV
+    assert disk["id"].tolist() == df["id"].tolist() and disk["status"].tolist() == df["status"].tolist()
+    np.testing.assert_array_equal(disk["final_error"][ok].to_numpy(dtype=float),
+                                  df["final_error"][ok].to_numpy(dtype=float))
+
+
 def test_run_one_validates():
     with pytest.raises(ValueError, match="kind must be one of"):
         run_one("nope", {}, 0)

@@ -5,16 +5,18 @@ the build for this CPU's level (tdflow._dispatch; ``tdflow.show_config()`` says 
 package re-exports what users need.
 """
 from . import _dispatch
+from ._openmp import loading_environment as _loading_environment
 
-try:
-    from . import _cpu  # noqa: F401  (compiled beside the core; its absence means no build)
-except ImportError as err:  # pragma: no cover - only when the extension is missing
-    raise ImportError(
-        "tdflow's compiled extensions (tdflow._cpu, tdflow._core_*) could not be imported. Was "
-        "the package built and installed (python -m pip install .)? Importing from a source "
-        "checkout without building does not work."
-    ) from err
-_core = _dispatch.load(__name__)
+with _loading_environment():  # the OpenMP runtime reads its wait policy as it loads
+    try:
+        from . import _cpu  # noqa: F401  (compiled beside the core; its absence means no build)
+    except ImportError as err:  # pragma: no cover - only when the extension is missing
+        raise ImportError(
+            "tdflow's compiled extensions (tdflow._cpu, tdflow._core_*) could not be imported. Was "
+            "the package built and installed (python -m pip install .)? Importing from a source "
+            "checkout without building does not work."
+        ) from err
+    _core = _dispatch.load(__name__)
 
 from . import analysis, theory
 from .beyond_lazy import BeyondLazy

@@ -51,6 +51,7 @@ import numpy as np
 
 from ._checks import generator, positive_int, real_array, real_number
 from .cp import CPTensor
+from .display import Summarised
 from .progress import progress_bar
 from .sampling import sphere
 from .target import Target
@@ -59,8 +60,8 @@ from .variant import (VariantState, check_parts, grad_u, loss_and_residual, mode
 from .variant import variant_gradient, variant_model  # noqa: F401  (importable from here too)
 
 
-@dataclasses.dataclass
-class BeyondLazyResult:
+@dataclasses.dataclass(repr=False)
+class BeyondLazyResult(Summarised):
     """Records of one run, index 0 = initialisation, index k = epoch k (arrays (K+1,)).
 
     At the end of each epoch: ``loss`` f, ``residual_norm`` ``||T - T*||_F``,
@@ -97,6 +98,13 @@ class BeyondLazyResult:
     def within_bound(self) -> bool:
         """Lemma 5, ``||P_B U||_F^2 <= (m + K) delta^2``, held at every step."""
         return self.worst_proj_B <= self.bound
+
+    def _summary(self) -> list:
+        return [("epochs", self.loss.size - 1), ("loss", self.loss[-1]),
+                ("relative_error", self.relative_error[-1]), ("worst_proj_B", self.worst_proj_B),
+                ("bound", self.bound), ("within_bound", self.within_bound),
+                ("n_scalar", self.n_scalar[-1]), ("invariant_error", self.invariant_error),
+                ("n_steps", self.n_steps), ("work", self.work), ("wall_time", self.wall_time)]
 
     def summary(self) -> str:
         rows = [f"{'epoch':>5}  {'loss':>11}  {'rel.err':>9}  {'|P_B U|^2':>10}  {'max':>10}  "

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._checks import generator, positive_int, real_number
 from .beyond_lazy import BeyondLazy
+from .display import Summarised
 from .flow import GradientFlow
 from .solution import IntegrationError
 from .lazy import lazy_sweep, symmetric_dim
@@ -41,8 +42,8 @@ class ComparisonRow:
     note: str = ""
 
 
-@dataclasses.dataclass
-class Comparison:
+@dataclasses.dataclass(repr=False)
+class Comparison(Summarised):
     """All rows of a comparison and its settings (``params``)."""
 
     rows: List[ComparisonRow]
@@ -50,6 +51,17 @@ class Comparison:
 
     def select(self, method: str) -> List[ComparisonRow]:
         return [row for row in self.rows if row.method == method]
+
+    def _summary(self) -> list:
+        p = self.params
+        return [("d", p["d"]), ("r", p["r"]), ("order", p["order"]), ("ms", p["ms"]),
+                ("seed", p["seed"]), ("methods", list(dict.fromkeys(r.method for r in self.rows))),
+                ("runs", len(self.rows))]
+
+    def _table(self):
+        """One row per run."""
+        return (("method", "m", "relative error", "work", "wall_time", "note"),
+                [(r.method, r.m, r.error, r.work, r.wall_time, r.note) for r in self.rows])
 
     def table(self) -> str:
         """A plain-text table, one row per run."""
@@ -66,15 +78,28 @@ class Comparison:
                      "are computed densely)")
         return "\n".join(lines)
 
-    def plot(self, path=None, *, x: str = "m"):
-        """Error (log scale) against ``x`` = ``"m"`` or ``"work"``, one line per method.
-        Returns the matplotlib Figure; saves it when ``path`` is given."""
+    def plot(self, path=None, *, x: str = "m", ax=None):
+        """Relative error (log scale) against ``x``, one line per method.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Write the figure there (:func:`tdflow.plot.save_figure`).
+        x : {"m", "work"}
+            The x axis: the number of components, or the work (multiply-adds, log scale).
+        ax : matplotlib.axes.Axes, optional
+            Draw on this Axes instead of a new figure.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure.
+        """
         if x not in ("m", "work"):
             raise ValueError(f"x must be 'm' or 'work', got {x!r}")
-        from .plot import _pyplot, save_figure
+        from .plot import panels, save_figure
 
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+        fig, (ax,), created = panels(ax, 1, (6.4, 4.4), "ax")
         for method, marker in zip(METHODS, "osD^"):
             rows = self.select(method)
             if not rows:
@@ -90,7 +115,7 @@ class Comparison:
         p = self.params
         ax.set_title(f"d={p['d']}, r={p['r']}, l={p['order']}")
         ax.legend()
-        return save_figure(fig, path, dpi=130)
+        return save_figure(fig, path, dpi=130, close=created)
 
 
 def run_comparison(

@@ -12,6 +12,7 @@ from . import analysis, theory
 from .flow import GradientFlow
 from .options import SolverOptions
 from .schedule import Schedule
+from .display import Summarised
 from .solution import Outcome, Status, Trajectory
 from .target import Target
 
@@ -67,8 +68,8 @@ def _empty(fields) -> Dict[str, np.ndarray]:
     return {k: np.zeros(0, dtype=v) for k, v in fields.items()}
 
 
-@dataclasses.dataclass
-class DeflationResult(Outcome):
+@dataclasses.dataclass(repr=False)
+class DeflationResult(Outcome, Summarised):
     """A run of Algorithm 2: per-epoch records, the trajectory, the S_i events and the state.
 
     ``epochs[name]`` (one entry per completed epoch): ``beta`` (beta^(s)), ``t_start, t_end``
@@ -192,6 +193,22 @@ class DeflationResult(Outcome):
         fitted, Proposition 1's margins, Definition 2's partition, Lemma 5's outcome."""
         return theory.epoch_report(self.epochs)
 
+    def epochs_frame(self, *, full: bool = False):
+        """The per-epoch theory report as a pandas DataFrame (``pip install 'tdflow[pandas]'``).
+
+        Parameters
+        ----------
+        full : bool
+            False (the default): the columns of :meth:`theory_report`
+            (:data:`tdflow.theory.REPORT_FIELDS`); True: every per-epoch record (``epochs``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per epoch, indexed by ``epoch``; see :func:`tdflow.theory.epoch_frame`.
+        """
+        return theory.epoch_frame(self.epochs, full=full)
+
     @property
     def trajectory(self) -> Trajectory:
         """The recorded trajectory (all phases) as a :class:`tdflow.Trajectory`."""
@@ -229,6 +246,23 @@ class DeflationResult(Outcome):
                     f"t = {self.t:.1f}; wall {self.wall_time:.2f} s")
         rows.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(rows)
+
+    def _summary(self) -> list:
+        return [("status", self.status), ("d", self.target.dim), ("r", self.target.rank),
+                ("m", self.m), ("seed", self.seed), ("epochs", self.n_epochs), ("t", self.t),
+                ("residual_norm", self.residual_norm), ("eps", self.schedule.eps),
+                ("fitted", int(np.sum(self.fitted_now))), ("fit_order", self.fit_order),
+                ("warnings", len(self.warnings)), ("wall_time", self.wall_time)]
+
+    def _table(self):
+        """One row per epoch: the start of the theory report and the residual."""
+        e = self.epochs
+        header = ("epoch", "beta", "t1", "t2", "discovered", "fitted", "Proposition 1 held",
+                  "||T-T*||_F")
+        ok = self.proposition1_ok
+        return header, [(s, e["beta"][s], e["t1"][s], e["t2"][s], e["n_discovered"][s],
+                         e["n_fitted"][s], ok[s], e["residual_norm"][s])
+                        for s in range(self.n_epochs)]
 
     # ---- files (tdflow.checkpoint) ----------------------------------------------------------
     def save(self, path) -> Path:

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import io
+from .display import Summarised
 from ._checks import positive_int, real_number
 from .flow import GradientFlow
 from .options import SolverOptions
@@ -21,8 +22,8 @@ KIND = "figure1"
 SOLVER = dict(method="rk4", h=0.05, rtol=1e-8, n_records=1001)  # run_figure1's integrator
 
 
-@dataclasses.dataclass
-class Figure1Result:
+@dataclasses.dataclass(repr=False)
+class Figure1Result(Summarised):
     """Stacked records of the seeds: arrays are (seeds, times) or (seeds, times, r)."""
 
     seeds: np.ndarray
@@ -51,6 +52,20 @@ class Figure1Result:
         """Every seed fitted every direction, from the largest weight to the smallest."""
         want = np.argsort(-self.a, kind="stable")
         return bool(np.all(self.fit_orders == want[None, :]))
+
+    def _summary(self) -> list:
+        p = self.params
+        return [("seeds", self.seeds), ("d", p.get("d")), ("m", p.get("m")), ("r", self.a.size),
+                ("a", self.a), ("records", self.t.size), ("method", p.get("method")),
+                ("fitted_in_order", self.fitted_in_order()),
+                ("wall_time", float(np.sum(self.wall_time)))]
+
+    def _table(self):
+        """One row per seed: its fit times and fit order."""
+        header = ("seed", *(f"t_fit[{i + 1}]" for i in range(self.a.size)), "order", "n_rhs")
+        return header, [(seed, *self.fit_times[s], "".join(str(i + 1) if i >= 0 else "-"
+                                                           for i in self.fit_orders[s]),
+                         self.n_rhs[s]) for s, seed in enumerate(self.seeds)]
 
     def summary(self) -> str:
         r = self.a.size

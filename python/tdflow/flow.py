@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import _core, gpu
-from ._checks import real_array, real_number
+from ._checks import choice, positive_int, real_array, real_number
 from .cp import CPTensor
 from .options import SolverOptions
 from .progress import progress_bar, tqdm_replicas
@@ -39,6 +39,16 @@ class GradientFlow:
         ``active_tol * ||T*||_F``. During a small-initialisation plateau almost every column is
         left out and one right-hand side costs ``O(m (r + active) d)`` instead of ``O(m^2 d)``.
         The default 1e-16 is below the rounding of ``||T*||_F``; 0 evaluates everything exactly.
+    contraction : {"auto", "gram", "moment"}
+        How the residual ``R = T* - T`` is contracted (CPU backend). "gram" goes through Gram
+        blocks ``<z_j, w_k>``: ``O(m (r + active) d)`` per right-hand side, ``O(m^2 d)`` when every
+        column is active. "moment" forms the ``d^{l-1} x d`` unfolding of ``R`` (its
+        ``C(d+l-2, l-1) x d`` distinct rows) and contracts through it: ``O((m + active) d^l / (l-1)!)``
+        time and ``O(m d + d^l)`` memory, the fast path when ``m >> d^{l-1}``; its loss is a sum of
+        squares, accurate near ``T = T*``, where the Gram form's rounding floor on
+        ``||T - T*||_F`` is about ``sqrt(l eps) ||T*||_F``. "auto" (default) takes the path with the
+        smaller estimated cost at every evaluation (constants in ``cpp/include/tdflow/moment.hpp``).
+        The two paths agree to rounding.
     backend : {"cpu", "cuda", "torch"}
         Where the right-hand side, the loss and the steppers run: "cpu" (the default) is the
         compiled C++ core; "cuda" the same model and steppers on PyTorch tensors on the GPU
@@ -50,7 +60,7 @@ class GradientFlow:
     """
 
     def __init__(self, target: Target, lam: float = 0.0, *, active_tol: float = 1e-16,
-                 backend: str = "cpu"):
+                 backend: str = "cpu", contraction: str = "auto"):
         if not isinstance(target, Target):
             raise TypeError(f"target must be a tdflow.Target, got {type(target).__name__}")
         if not isinstance(backend, str):
@@ -61,7 +71,11 @@ class GradientFlow:
         self.lam = real_number(lam, "lam", minimum=0.0)
         self.active_tol = real_number(active_tol, "active_tol", minimum=0.0)
         self.backend = backend
-        self._core = _core.GradientFlow(target.U, target.a, target.order, self.lam, self.active_tol)
+        self.contraction = choice(contraction, "contraction", ("auto", "gram", "moment"))
+        if backend != "cpu" and self.contraction == "moment":
+            raise ValueError(f"contraction='moment' needs backend='cpu', got backend={backend!r}")
+        self._core = _core.GradientFlow(target.U, target.a, target.order, self.lam, self.active_tol,
+                                        self.contraction)
         self._torch = None
         if backend != "cpu":
             self._torch = gpu.TorchFlow(target.U, target.a, target.order, self.lam, self.active_tol,
@@ -70,14 +84,15 @@ class GradientFlow:
     def __getstate__(self):
         # the compiled core object does not pickle: rebuild it from the arguments
         return dict(target=self.target, lam=self.lam, active_tol=self.active_tol,
-                    backend=self.backend)
+                    backend=self.backend, contraction=self.contraction)
 
     def __setstate__(self, state):
         self.__init__(**state)
 
     def exact(self) -> "GradientFlow":
         """The same flow with every column in the residual (``active_tol = 0``)."""
-        return GradientFlow(self.target, self.lam, active_tol=0.0, backend=self.backend)
+        return GradientFlow(self.target, self.lam, active_tol=0.0, backend=self.backend,
+                            contraction=self.contraction)
 
     @property
     def order(self) -> int:

@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from ._checks import generator, positive_int, real_array
+from .display import Summarised
 from .sampling import sphere
 from .target import Target
 
@@ -101,8 +102,8 @@ def lazy_features(W, order: int) -> np.ndarray:
     return A.reshape(n_rows, m * d)
 
 
-@dataclasses.dataclass
-class LazyFit:
+@dataclasses.dataclass(repr=False)
+class LazyFit(Summarised):
     """One lazy fit: ``relative_error`` ``||T_fit - T*||_F / ||T*||_F``, ``span_dim`` the dimension
     of ``S(W0)``, ``sym_dim`` ``C(d+l-1, l)``, ``delta`` (d x m) the fitted directions
     (``T_fit = sum_k P_sym(w_k^{(x)(l-1)} (x) δ_k)``), ``work`` the least squares' multiply-adds
@@ -115,6 +116,11 @@ class LazyFit:
     delta: np.ndarray
     work: float
     wall_time: float
+
+    def _summary(self) -> list:
+        return [("m", self.m), ("relative_error", self.relative_error),
+                ("span_dim", self.span_dim), ("sym_dim", self.sym_dim), ("work", self.work),
+                ("wall_time", self.wall_time)]
 
 
 def lazy_fit(target: Target, W0) -> LazyFit:
@@ -139,8 +145,8 @@ def lazy_fit(target: Target, W0) -> LazyFit:
     )
 
 
-@dataclasses.dataclass
-class LazySweep:
+@dataclasses.dataclass(repr=False)
+class LazySweep(Summarised):
     """Lazy fits for growing ``m`` on nested initialisations (arrays over ``ms``; ``d`` the dimension)."""
 
     m: np.ndarray
@@ -150,6 +156,11 @@ class LazySweep:
     work: np.ndarray
     wall_time: np.ndarray
     d: int
+
+    def _summary(self) -> list:
+        return [("d", self.d), ("m", self.m), ("relative_error", self.relative_error),
+                ("span_dim", self.span_dim), ("sym_dim", self.sym_dim),
+                ("m_needed", self.m_needed)]
 
     @property
     def m_needed(self) -> int:

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import io
+from .display import Summarised
 from ._checks import generator, positive_int, real_number
 from .linear import DeepLinearFlow, LinearTrajectory, RateBound
 
@@ -86,8 +87,8 @@ def default_cases(rng=0) -> List[LinearCase]:
     return cases
 
 
-@dataclasses.dataclass
-class LinearComparison:
+@dataclasses.dataclass(repr=False)
+class LinearComparison(Summarised):
     """Per case: the bound, the observed rates (dopri5) and the imbalance drift of both steppers."""
 
     names: List[str]
@@ -107,6 +108,16 @@ class LinearComparison:
                 drift_dopri5=float(drift.max()) if drift.size else 0.0, drift_rk4=float(dr),
             ))
         return out
+
+    def _summary(self) -> list:
+        return [("cases", len(self.names)), ("holds", self.holds()),
+                ("rtol", self.params.get("rtol")), ("rk4_h", self.params.get("rk4_h"))]
+
+    def _table(self):
+        """One row per case: the bound against the observed rates."""
+        keys = ("case", "bound", "rate_min", "rate_secant", "rate_final", "drift_dopri5",
+                "drift_rk4", "kind")
+        return keys, [tuple(r[k] for k in keys) for r in self.rows()]
 
     def holds(self, slack: float = 1e-8) -> bool:
         """Every observed minimum rate is at least the bound (up to a relative ``slack``)."""
@@ -167,16 +178,32 @@ def run_linear_comparison(
     return LinearComparison([c.name for c in cases], bounds, trajs, np.array(rk4), params)
 
 
-def plot_linear_comparison(result: LinearComparison, path=None):
-    """Two panels: the loss gap ``L(t) - f*`` of every case (log scale) with its guaranteed
-    envelope ``gap(0) exp(-bound t)`` dashed, and the instantaneous rate with the bound dotted.
-    Returns the Figure; saves it when ``path`` is given."""
-    from .plot import _pyplot, save_figure
+def plot_linear_comparison(result: LinearComparison, path=None, *, axes=None):
+    """Rate bounds against observed rates in two panels.
+
+    The loss gap ``L(t) - f*`` of every case (log scale) with its guaranteed envelope
+    ``gap(0) exp(-bound t)`` dashed, and the instantaneous rate with the bound dotted.
+
+    Parameters
+    ----------
+    result : LinearComparison
+        The cases (:func:`run_linear_comparison`, ``tdflow linear``).
+    path : str or os.PathLike, optional
+        Write the figure there (:func:`tdflow.plot.save_figure`).
+    axes : sequence of 2 matplotlib.axes.Axes, optional
+        Draw on these instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
+    from .plot import _pyplot, panels, save_figure
 
     plt = _pyplot()
     n = len(result.names)
     colors = plt.get_cmap("tab10")(np.arange(n) % 10)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    fig, axes, created = panels(axes, 2, (13, 4.8))
     for i, (name, b, tr) in enumerate(zip(result.names, result.bounds, result.trajectories)):
         ok = tr.gap > 1e-10 * tr.gap[0]
         axes[0].semilogy(tr.t[ok], tr.gap[ok], color=colors[i], lw=1.5, label=name)
@@ -191,4 +218,4 @@ def plot_linear_comparison(result: LinearComparison, path=None):
     axes[1].set_yscale("log")
     axes[1].set(xlabel="t", ylabel=r"$-\frac{d}{dt}\log(L - f^*)$",
                 title="Instantaneous rate (solid) and its lower bound (dotted)")
-    return save_figure(fig, path, dpi=120)
+    return save_figure(fig, path, dpi=120, close=created)

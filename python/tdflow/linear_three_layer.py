@@ -24,6 +24,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import io
+from .display import Summarised
 from . import linear_bounds as lb
 from ._checks import positive_int, real_number
 from .linear import DeepLinearFlow
@@ -49,8 +50,8 @@ def display_scale(scheme: str, n: int, h1: int, h2: int, m: int) -> float:
     return 1 / math.sqrt(m * h1 * h2) if scheme == "ntk" else 1.0
 
 
-@dataclasses.dataclass
-class ThreeLayerResult:
+@dataclasses.dataclass(repr=False)
+class ThreeLayerResult(Summarised):
     """Arrays of shape (schemes, draws), in the figure's scale (NTK divided by sqrt(m h1 h2)):
     ``delta_star`` (Theorem 2's Delta*), ``bound`` (the rate bound ``2 Delta*``), ``ntk_rate``
     (``2 lambda_min(T)`` at t = 0), ``rate_min`` and ``rate_secant`` (observed rates of the loss
@@ -63,6 +64,19 @@ class ThreeLayerResult:
     rate_min: np.ndarray
     rate_secant: np.ndarray
     params: dict
+
+    def _summary(self) -> list:
+        p = self.params
+        return [("schemes", self.schemes), ("draws", p["draws"]), ("n", p["n"]), ("m", p["m"]),
+                ("h1", p["h1"]), ("h2", p["h2"]), ("holds", self.holds())]
+
+    def _table(self):
+        """One row per scheme: medians over the draws (the figure's scale)."""
+        return (("scheme", "median Delta*", "median bound", "median 2 lmin(T(0))",
+                 "median observed min rate"),
+                [(s, np.median(self.delta_star[i]), np.median(self.bound[i]),
+                  np.median(self.ntk_rate[i]), np.median(self.rate_min[i]))
+                 for i, s in enumerate(self.schemes)])
 
     def holds(self, slack: float = 1e-8) -> bool:
         """Every observed rate is at least its bound (up to a relative ``slack``)."""
@@ -162,13 +176,27 @@ def run_three_layer(*, n: int = DEFAULTS["n"], m: int = DEFAULTS["m"], h1: int =
     return ThreeLayerResult(schemes, *out, params)
 
 
-def plot_three_layer(result: ThreeLayerResult, path=None):
+def plot_three_layer(result: ThreeLayerResult, path=None, *, ax=None):
     """Box plot per scheme: the rate bound ``2 Delta*``, ``2 lambda_min(T(0))`` and the observed
-    minimum rate (log scale). Returns the Figure; saves it when ``path`` is given."""
-    from .plot import _pyplot, save_figure
+    minimum rate (log scale).
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8), constrained_layout=True)
+    Parameters
+    ----------
+    result : ThreeLayerResult
+        The draws (:func:`run_three_layer`, ``tdflow linear three-layer``).
+    path : str or os.PathLike, optional
+        Write the figure there (:func:`tdflow.plot.save_figure`).
+    ax : matplotlib.axes.Axes, optional
+        Draw on this Axes instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
+    from .plot import panels, save_figure
+
+    fig, (ax,), created = panels(ax, 1, (8, 4.8), "ax")
     series = (("bound $2\\Delta^*$ (Theorem 2)", result.bound, "tab:blue"),
               ("$2\\lambda_{\\min}(\\mathcal{T})$ at $t=0$", result.ntk_rate, "tab:gray"),
               ("observed min rate", result.rate_min, "tab:orange"))
@@ -189,4 +217,4 @@ def plot_three_layer(result: ThreeLayerResult, path=None):
            title=f"Three-layer model, n={p['n']}, m={p['m']}, h1={p['h1']}, h2={p['h2']}: "
                  f"{p['draws']} draws per scheme")
     ax.legend(fontsize=8)
-    return save_figure(fig, path, dpi=120)
+    return save_figure(fig, path, dpi=120, close=created)

@@ -1,4 +1,9 @@
-"""Figures (matplotlib is an optional dependency: ``pip install 'tdflow[plot]'``)."""
+"""Figures (matplotlib is an optional dependency: ``pip install 'tdflow[plot]'``).
+
+Every plotting function of tdflow returns the matplotlib Figure and draws on the Axes it is given
+(``ax`` for a one-panel figure, ``axes`` for several; :func:`panels`), so that a figure can be
+placed in a notebook or a larger layout; with ``path`` it is also written (:func:`save_figure`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +23,69 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path=None, *, dpi: int = 120):
-    """Write ``fig`` to ``path`` (creating its folder) and close it; without a path, return it open."""
+def panels(axes, n: int, figsize, name: str = "axes"):
+    """The Axes to draw ``n`` panels on: new ones in a row, or those given.
+
+    Parameters
+    ----------
+    axes : matplotlib.axes.Axes or sequence of Axes or None
+        None: a new figure with ``n`` panels in a row; else ``n`` Axes (one Axes when ``n`` is
+        1; a sequence or the array ``plt.subplots`` returns, in reading order).
+    n : int
+        The number of panels drawn.
+    figsize : tuple of float
+        The size of a new figure, in inches.
+    name : str
+        The argument's name, for the error message.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure the panels belong to.
+    axes : list of matplotlib.axes.Axes
+        The ``n`` Axes.
+    created : bool
+        True when the figure is new (tdflow then titles and, with a path, closes it).
+    """
+    plt = _pyplot()
+    if axes is None:
+        fig, new = plt.subplots(1, n, figsize=figsize, constrained_layout=True)
+        return fig, list(np.ravel(new)), True
+    from matplotlib.axes import Axes
+
+    given = [axes] if isinstance(axes, Axes) else list(np.ravel(np.asarray(axes, dtype=object)))
+    if len(given) != n or not all(isinstance(a, Axes) for a in given):
+        want = "one matplotlib Axes" if n == 1 else f"{n} matplotlib Axes"
+        raise ValueError(f"{name} must be {want}, got {len(given)} object(s) of types "
+                         f"{sorted({type(a).__name__ for a in given})}")
+    try:
+        fig = given[0].get_figure(root=True)  # the Figure, also for Axes in a SubFigure
+    except TypeError:  # matplotlib < 3.10
+        fig = given[0].figure
+    return fig, given, False
+
+
+def save_figure(fig, path=None, *, dpi: int = 120, close: bool = True):
+    """Write a figure to a file.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure.
+    path : str or os.PathLike, optional
+        Where to write it (its folder is created; the format follows the suffix; the file is
+        replaced atomically). None: nothing is written.
+    dpi : int
+        Resolution of a raster format.
+    close : bool
+        Close the figure once written (True; tdflow keeps open the figures of Axes it was
+        given).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig``.
+    """
     if path is None:
         return fig
     path = Path(path)
@@ -27,19 +93,38 @@ def save_figure(fig, path=None, *, dpi: int = 120):
     try:  # tdflow's one writer: a killed run leaves the old figure or the new one
         io.atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format=fmt))
     finally:
-        _pyplot().close(fig)
+        if close:
+            _pyplot().close(fig)
     return fig
 
 
-def plot_figure1(result, path=None, *, seed_index: int = 0):
-    """Three panels: the loss of every seed (log scale), the per-direction residuals
-    ``(T* - T)(e_i^4)`` of one seed (the deflation staircase) with the other seeds faint, and
-    that seed's column norms. Returns the matplotlib Figure; saves it when ``path`` is given."""
+def plot_figure1(result, path=None, *, seed_index: int = 0, axes=None):
+    """Figure 1 of Ge et al. 2021 in three panels.
+
+    The loss of every seed (log scale), the per-direction residuals ``(T* - T)(e_i^4)`` of one
+    seed (the deflation staircase) with the other seeds faint, and that seed's column norms.
+
+    Parameters
+    ----------
+    result : tdflow.figure1.Figure1Result
+        The runs (:func:`tdflow.figure1.run_figure1`, ``tdflow fig1``).
+    path : str or os.PathLike, optional
+        Write the figure there (:func:`save_figure`).
+    seed_index : int
+        The seed drawn in full (an index into ``result.seeds``).
+    axes : sequence of 3 matplotlib.axes.Axes, optional
+        Draw on these instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     plt = _pyplot()
     t, a = result.t, result.a
     r = a.size
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, r))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    fig, axes, created = panels(axes, 3, (15, 4.2))
 
     ax = axes[0]
     for s in range(result.seeds.size):
@@ -70,26 +155,43 @@ def plot_figure1(result, path=None, *, seed_index: int = 0):
     ax.semilogy(t, np.maximum(norms, 1e-300), color="0.3", lw=0.6, alpha=0.6)
     ax.set(xlabel="t", ylabel=r"$\|w_k\|$", title=f"Column norms, seed {result.seeds[seed_index]}")
     p = result.params
-    fig.suptitle(
-        f"Gradient flow, d={p.get('d')}, m={p.get('m')}, r={r}, ratio {p.get('ratio')}, "
-        f"init radius {p.get('radius'):g}, {p.get('method')}"
-    )
-    return save_figure(fig, path, dpi=120)
+    if created:
+        fig.suptitle(
+            f"Gradient flow, d={p.get('d')}, m={p.get('m')}, r={r}, ratio {p.get('ratio')}, "
+            f"init radius {p.get('radius'):g}, {p.get('method')}"
+        )
+    return save_figure(fig, path, dpi=120, close=created)
 
 
-def plot_deflation(result, path=None):
-    """Four panels of a :class:`tdflow.DeflationResult`: ``||T - T*||_F`` (log scale) with the
-    epoch boundaries (dotted) and ``eps``; the per-direction residuals ``(T* - T)(u_i^{(x)l})``
-    with the epoch boundaries and each direction's fit time (dots); ``â_i(t)`` against the
-    weights ``a_i`` (dashed); the final ``â_i`` against ``a_i`` (log-log, diagonal = exact).
-    Returns the Figure; saves it when ``path`` is given."""
+def plot_deflation(result, path=None, *, axes=None):
+    """A run of Algorithm 2 in four panels.
+
+    ``||T - T*||_F`` (log scale) with the epoch boundaries (dotted) and ``eps``; the
+    per-direction residuals ``(T* - T)(u_i^{(x)l})`` with the epoch boundaries and each
+    direction's fit time (dots); ``â_i(t)`` against the weights ``a_i`` (dashed); the final
+    ``â_i`` against ``a_i`` (log-log, diagonal = exact).
+
+    Parameters
+    ----------
+    result : tdflow.DeflationResult
+        The run.
+    path : str or os.PathLike, optional
+        Write the figure there (:func:`save_figure`).
+    axes : sequence of 4 matplotlib.axes.Axes, optional
+        Draw on these instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     plt = _pyplot()
     rec, a = result.records, np.asarray(result.target.a)
     r = a.size
     t = rec["t"]
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, r))
     bounds = result.epochs["t_end"]
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4), constrained_layout=True)
+    fig, axes, created = panels(axes, 4, (20, 4.4))
 
     def epochs(ax):
         for tb in bounds:
@@ -131,6 +233,8 @@ def plot_deflation(result, path=None):
     ax.set(xlabel=r"$a_i$", ylabel=r"final $\hat a_i$", title=r"$\hat a_i$ against $a_i$",
            xlim=(lo, hi), ylim=(lo, hi))
     p = result.target
-    fig.suptitle(f"Algorithm 2: d={p.dim}, r={p.rank}, m={result.m}, seed {result.seed}, "
-                 f"status {result.status}, lam={result.schedule.lam:g}, gamma={result.schedule.gamma:g}")
-    return save_figure(fig, path, dpi=110)
+    if created:
+        fig.suptitle(f"Algorithm 2: d={p.dim}, r={p.rank}, m={result.m}, seed {result.seed}, "
+                     f"status {result.status}, lam={result.schedule.lam:g}, "
+                     f"gamma={result.schedule.gamma:g}")
+    return save_figure(fig, path, dpi=110, close=created)

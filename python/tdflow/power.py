@@ -30,6 +30,7 @@ import numpy as np
 from . import dense
 from ._checks import generator, positive_int, real_number, show
 from .cp import CPTensor
+from .display import Summarised
 from .sampling import sphere
 from .target import Target
 from .tensorly_interop import from_tensorly, is_tensorly_cp
@@ -40,8 +41,8 @@ _CORE_ENTRIES = 1 << 20
 _CORE_WORK = 1 << 30
 
 
-@dataclasses.dataclass
-class PowerResult:
+@dataclasses.dataclass(repr=False)
+class PowerResult(Summarised):
     """What the power method found.
 
     ``weights`` (k,) and ``components`` (d, k) unit columns, in the order found;
@@ -78,6 +79,13 @@ class PowerResult:
     @property
     def rank(self) -> int:
         return self.weights.size
+
+    def _summary(self) -> list:
+        return [("rank", self.rank), ("d", self.components.shape[0]), ("weights", self.weights),
+                ("relative_error", self.relative_error[-1]),
+                ("residual_method", self.residual_method),
+                ("n_contractions", self.n_contractions), ("work", self.work),
+                ("wall_time", self.wall_time)]
 
     def tensor(self, order: int) -> CPTensor:
         """The fitted tensor ``sum_j lam_j w_j^{(x)l}``."""

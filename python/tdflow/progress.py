@@ -1,4 +1,10 @@
-"""Progress bars: shown on a terminal, silent otherwise (tqdm's own rule)."""
+"""Progress bars, every one tdflow draws: shown on a terminal and in Jupyter, silent otherwise.
+
+The bars are ``tqdm.auto``'s: a text bar on a terminal (tqdm's rule: only when stderr is a
+terminal, unless asked), and in a Jupyter notebook a widget bar (tqdm.notebook, which shows
+itself without a terminal; it needs ipywidgets, else tqdm falls back to the text bar, which a
+notebook's stderr does not show unless ``progress=True``).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -31,10 +37,34 @@ def progress_bar(t0: float, t1: float, *, enabled: Optional[bool] = None, desc: 
         bar.close()
 
 
+def count_bar(total: int, desc: str, unit: str = "run", enabled: Optional[bool] = None,
+              leave: bool = False):
+    """A bar over ``total`` items.
+
+    Parameters
+    ----------
+    total : int
+        The number of items.
+    desc : str
+        The bar's label.
+    unit : str
+        What an item is.
+    enabled : bool, optional
+        None: shown on a terminal or in Jupyter (see the module); True / False: always / never.
+    leave : bool
+        Keep the finished bar on screen.
+
+    Returns
+    -------
+    tqdm.auto.tqdm
+        The bar (a context manager with ``update(k)`` and ``close()``).
+    """
+    return tqdm(total=total, desc=desc, unit=unit, leave=leave, disable=tqdm_disable(enabled))
+
+
 def tqdm_replicas(n: int, enabled: Optional[bool] = None):
     """A bar over ``n`` replicas (a context manager with ``update(k)``)."""
-    return tqdm(total=n, desc="replicas", unit="run", leave=False,
-                disable=tqdm_disable(enabled))
+    return count_bar(n, "replicas", "run", enabled)
 
 
 class EpochBar:

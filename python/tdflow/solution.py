@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from ._checks import real_number
+from .display import Summarised
 from .options import ADAPTIVE
+from .tables import Record, Tabular
 
 
 class Status(str, enum.Enum):
@@ -107,8 +109,8 @@ class Outcome:
         return Status(self.status).message
 
 
-@dataclasses.dataclass
-class Solution(Outcome):
+@dataclasses.dataclass(repr=False)
+class Solution(Outcome, Tabular, Summarised):
     """What one integration returns (every integrator of tdflow; subclasses add what their
     flow records).
 
@@ -117,6 +119,9 @@ class Solution(Outcome):
     the time reached (``t_span[1]`` when ``success``), ``method`` the stepper, ``n_steps``
     accepted steps, ``n_rhs`` right-hand-side evaluations, ``n_rejected`` rejected adaptive
     steps, ``wall_time`` seconds; ``success`` and ``message`` from the status.
+
+    The records as tables: :meth:`to_pandas` (pandas) and :meth:`to_xarray` (xarray); in a
+    notebook the result shows a summary table.
     """
 
     t: np.ndarray
@@ -134,8 +139,36 @@ class Solution(Outcome):
         """The fields as a dict, those that are None left out."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
+    # ---- tables (to_pandas, to_xarray: tdflow.tables.Tabular) --------------------------------
+    def _records(self) -> List[Record]:
+        """What was recorded at each time (subclasses add their records)."""
+        return [Record("loss", self.loss)]
 
-@dataclasses.dataclass
+    def _dataset_extras(self) -> Tuple[dict, dict]:
+        """``(coords, data)``: coordinates and variables without the time axis for to_xarray."""
+        return {}, {}
+
+    def _attrs(self) -> dict:
+        """The run's outcome as numbers and strings (a Dataset's attributes)."""
+        return dict(status=str(self.status), message=self.message, method=str(self.method),
+                    t_final=float(self.t_final), n_steps=int(self.n_steps), n_rhs=int(self.n_rhs),
+                    n_rejected=int(self.n_rejected), wall_time=float(self.wall_time))
+
+    # ---- display (tdflow.display) -----------------------------------------------------------
+    def _summary(self) -> list:
+        n = self.t.size
+        span = [float(self.t[0]), float(self.t[-1])] if n else []
+        return [("status", self.status), ("records", n), ("t", span), ("method", self.method),
+                ("n_steps", self.n_steps), ("n_rhs", self.n_rhs), ("n_rejected", self.n_rejected),
+                ("loss", float(self.loss[-1]) if n else None), *self._summary_records(),
+                ("wall_time", self.wall_time)]
+
+    def _summary_records(self) -> list:
+        """What a subclass adds to the summary (its last records, its sizes)."""
+        return []
+
+
+@dataclasses.dataclass(repr=False)
 class Trajectory(Solution):
     """What one integration of :class:`~tdflow.GradientFlow` recorded: :class:`Solution`'s
     fields and ``residual_norm`` (n,) = ``||T - T*||_F``, ``directional_residual`` (n, r) =
@@ -148,6 +181,25 @@ class Trajectory(Solution):
     W: np.ndarray
     a: np.ndarray
     norms: Optional[np.ndarray] = None
+
+    def _records(self) -> List[Record]:
+        out = super()._records() + [Record("residual_norm", self.residual_norm),
+                                    Record("directional_residual", self.directional_residual,
+                                           ("direction",))]
+        if self.norms is not None:
+            out.append(Record("norms", self.norms, ("column",)))
+        if self.states is not None:
+            out.append(Record("states", self.states, ("coordinate", "column")))
+        return out
+
+    def _dataset_extras(self) -> Tuple[dict, dict]:
+        return {"a": ("direction", np.asarray(self.a))}, {"W": (("coordinate", "column"), self.W)}
+
+    def _summary_records(self) -> list:
+        d, m = np.shape(self.W)
+        last = self.residual_norm[-1] if self.residual_norm.size else None
+        return [("residual_norm", last), ("d", d), ("m", m), ("r", np.size(self.a)),
+                ("fit_order", self.fit_order())]
 
     def fit_times(self, threshold: float = 0.5) -> np.ndarray:
         """Per direction, the first recorded time at which ``(T* - T)(u_i^l) <= threshold * a_i``
@@ -166,7 +218,7 @@ class Trajectory(Solution):
         return fitted[np.argsort(times[fitted], kind="stable")]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class LinearTrajectory(Solution):
     """What one integration of a deep linear model (:class:`~tdflow.DeepLinearFlow`) recorded:
     :class:`Solution`'s fields (``loss`` (n,) = ``f(W(t))``) and ``gap`` (n,) = ``f(W(t)) - f*`` (computed without
@@ -184,6 +236,30 @@ class LinearTrajectory(Solution):
     imbalance_scale: np.ndarray
     products: Optional[np.ndarray] = None
     imbalances: Optional[List[np.ndarray]] = None
+
+    def _records(self) -> List[Record]:
+        out = super()._records() + [Record("gap", self.gap),
+                                    Record("grad_norm_sq", self.grad_norm_sq),
+                                    Record("rate", self.rate)]
+        if self.products is not None:
+            out.append(Record("products", self.products, ("product_row", "product_col")))
+        for l, D in enumerate(self.imbalances or [], start=1):  # D_l, numbered as in the paper
+            out.append(Record(f"imbalance_{l}", D, (f"imbalance_{l}_row", f"imbalance_{l}_col")))
+        if self.states is not None:
+            out.append(Record("states", self.states, ("packed", "layer")))
+        return out
+
+    def _dataset_extras(self) -> Tuple[dict, dict]:
+        scale = np.asarray(self.imbalance_scale)  # of D_1, ..., D_{L-1}
+        return ({"imbalance": ("imbalance", np.arange(1, scale.size + 1))},
+                {"imbalance_scale": (("imbalance",), scale)})
+
+    def _attrs(self) -> dict:
+        return dict(super()._attrs(), f_star=float(self.f_star))
+
+    def _summary_records(self) -> list:
+        last = self.gap[-1] if self.gap.size else None
+        return [("gap", last), ("f_star", self.f_star), ("depth", len(self.layers))]
 
     @property
     def rate(self) -> np.ndarray:

@@ -12,7 +12,8 @@ phase lengths. The theorem leaves ``m`` as poly(d): it is an argument; :func:`su
 tdflow's suggestion, not the paper's.
 
 :func:`epoch_report` formats the per-epoch records of a :class:`tdflow.DeflationResult` as a
-table to hold beside Section 5 of the paper.
+table to hold beside Section 5 of the paper; :func:`epoch_frame` gives the same columns as a
+pandas DataFrame.
 """
 from __future__ import annotations
 
@@ -60,6 +61,14 @@ def suggest_m(d: int, eps: float) -> int:
     return int(math.ceil(d * d * max(math.log(d / eps), 1.0)))
 
 
+# the per-epoch records the report shows, in its order: beta, t1, t2, discovered / fitted,
+# Proposition 1's margins, Definition 2's partition, Lemma 5's outcome
+PROP1_REPORTED = ("a", "b", "c_lower", "c_upper", "d")
+REPORT_FIELDS = ("beta", "t1", "t2", "n_discovered", "n_fitted",
+                 *(f"prop1_{c}" for c in PROP1_REPORTED), "n_good", "n_potential", "n_bad",
+                 "lemma5_large_not_potential", "lemma5_good_undiscovered", "lemma5_large_unjoined")
+
+
 def _margin(v: float) -> str:
     return f"{'n/a':>9}" if math.isinf(v) and v > 0 else f"{v:+9.1e}"
 
@@ -86,14 +95,45 @@ def epoch_report(epochs: dict) -> str:
         l5 = "/".join(_count(e[k][s]) for k in
                       ("lemma5_large_not_potential", "lemma5_good_undiscovered",
                        "lemma5_large_unjoined"))
-        margins = " ".join(_margin(float(e[f"prop1_{c}"][s]))
-                           for c in ("a", "b", "c_lower", "c_upper", "d"))
+        margins = " ".join(_margin(float(e[f"prop1_{c}"][s])) for c in PROP1_REPORTED)
         rows.append(f"{s:>3} {e['beta'][s]:9.3g} {e['t1'][s]:8.2f} {e['t2'][s]:8.2f} "
                     f"{e['n_discovered'][s]:>4} {e['n_fitted'][s]:>4} {margins} {gpb:>10} "
                     f"{l5:>7}")
     worst = {c: float(np.min(e[f"prop1_{c}"])) if e["beta"].size else math.inf
-             for c in ("a", "b", "c_lower", "c_upper", "d")}
+             for c in PROP1_REPORTED}
     failed = [c for c, v in worst.items() if v < 0]
     rows.append("Proposition 1: " + ("all margins >= 0 in every epoch" if not failed else
                                      "negative margin in " + ", ".join(failed)))
     return "\n".join(rows)
+
+
+def epoch_frame(epochs: dict, *, full: bool = False):
+    """The per-epoch records as a pandas DataFrame (``pip install 'tdflow[pandas]'``).
+
+    Parameters
+    ----------
+    epochs : dict
+        The per-epoch records of a :class:`tdflow.DeflationResult` (``result.epochs``).
+    full : bool
+        False (the default): the columns of :func:`epoch_report`, in its order
+        (:data:`REPORT_FIELDS`: ``beta, t1, t2, n_discovered, n_fitted``, Proposition 1's
+        margins ``prop1_a, prop1_b, prop1_c_lower, prop1_c_upper, prop1_d``, Definition 2's
+        ``n_good, n_potential, n_bad``, Lemma 5's ``lemma5_large_not_potential,
+        lemma5_good_undiscovered, lemma5_large_unjoined``); True: every per-epoch record, in the
+        order of ``DeflationResult.epochs``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per epoch, indexed by ``epoch`` (the report's ``s``). The values are the records
+        themselves: a margin of ``inf`` is the report's ``n/a`` (nothing to check), a count of
+        -1 its ``-`` (Definition 2 or Lemma 5 does not apply: order != 4 or a
+        non-orthonormal target).
+    """
+    from .tables import pandas
+
+    pd = pandas("epoch_frame")
+    names = list(epochs) if full else list(REPORT_FIELDS)
+    n = np.asarray(epochs["beta"]).size
+    return pd.DataFrame({k: np.asarray(epochs[k]) for k in names},
+                        index=pd.RangeIndex(n, name="epoch"))

@@ -126,34 +126,49 @@ inline double total_rank(const Parts& parts) {
   return k;
 }
 
+// The loop contract, contract_mixed and evaluate share: for every block J of kColBlock columns
+// of V (in parallel; start(j0, nj) prepares the block's output and returns its visitor) and
+// every block K of kRowBlock components of each part, G = Z_K^T V_J, then
+// visit(pw, part, k0, nk, G) with pw the power q. `flops` per component, column and row sets
+// the work that decides whether to run in parallel.
+template <class VType, class Start>
+void for_gram_blocks(const Parts& parts, const VType& V, int q, double flops, Start&& start) {
+  const Index d = V.rows(), m = V.cols();
+  const double work = flops * total_rank(parts) * static_cast<double>(m) * d;
+  with_power(q, [&](auto pw) {
+    parallel_blocks(n_col_blocks(m), work, [&](Index b) {
+      const Index j0 = b * kColBlock, nj = std::min(kColBlock, m - j0);
+      const auto VJ = V.middleCols(j0, nj);
+      auto visit = start(j0, nj);
+      Mat G;
+      for (const Part& part : parts) {
+        for (Index k0 = 0; k0 < part.rank(); k0 += kRowBlock) {
+          const Index nk = std::min(kRowBlock, part.rank() - k0);
+          gram_block(part, k0, nk, VJ, G);
+          visit(pw, part, k0, nk, G);
+        }
+      }
+    });
+  });
+}
+
 }  // namespace detail
 
 // out(:, j) = sum_parts sum_k c_k <z_k, v_j>^q z_k.   With q = l-1 this is T(v^{l-1}, I).
 template <class VType>
 void contract(const Parts& parts, const VType& V, int q, Mat& out) {
-  const Index d = V.rows(), m = V.cols();
-  out.resize(d, m);
-  const double work = 2.0 * detail::total_rank(parts) * static_cast<double>(m) * d;
-  with_power(q, [&](auto pw) {
-    parallel_blocks(detail::n_col_blocks(m), work, [&](Index b) {
-      const Index j0 = b * kColBlock, nj = std::min(kColBlock, m - j0);
-      const auto VJ = V.middleCols(j0, nj);
-      auto outJ = out.middleCols(j0, nj);
-      outJ.setZero();
-      Mat G;
-      for (const Part& part : parts) {
-        for (Index k0 = 0; k0 < part.rank(); k0 += kRowBlock) {
-          const Index nk = std::min(kRowBlock, part.rank() - k0);
-          detail::gram_block(part, k0, nk, VJ, G);
-          const double* c = part.c.data() + k0;
-          for (Index jj = 0; jj < nj; ++jj) {
-            double* g = G.col(jj).data();
-            for (Index kk = 0; kk < nk; ++kk) g[kk] = c[kk] * pw(g[kk]);
-          }
-          detail::scatter_block(part, k0, nk, G, outJ);
-        }
+  out.resize(V.rows(), V.cols());
+  detail::for_gram_blocks(parts, V, q, 2.0, [&](Index j0, Index nj) {
+    auto outJ = out.middleCols(j0, nj);
+    outJ.setZero();
+    return [outJ, nj](auto pw, const Part& part, Index k0, Index nk, Mat& G) mutable {
+      const double* c = part.c.data() + k0;
+      for (Index jj = 0; jj < nj; ++jj) {
+        double* g = G.col(jj).data();
+        for (Index kk = 0; kk < nk; ++kk) g[kk] = c[kk] * pw(g[kk]);
       }
-    });
+      detail::scatter_block(part, k0, nk, G, outJ);
+    };
   });
 }
 
@@ -249,61 +264,39 @@ inline void contract_self_add(const Part& part, int q, Mat& out) {
 // out(:, j) = sum_parts sum_k c_k <z_k, v_j>^q <z_k, u_j> z_k.  With q = l-2: T(v^{l-2}, u, I).
 template <class VType, class UType>
 void contract_mixed(const Parts& parts, const VType& V, const UType& U, int q, Mat& out) {
-  const Index d = V.rows(), m = V.cols();
-  out.resize(d, m);
-  const double work = 3.0 * detail::total_rank(parts) * static_cast<double>(m) * d;
-  with_power(q, [&](auto pw) {
-    parallel_blocks(detail::n_col_blocks(m), work, [&](Index b) {
-      const Index j0 = b * kColBlock, nj = std::min(kColBlock, m - j0);
-      const auto VJ = V.middleCols(j0, nj);
-      const auto UJ = U.middleCols(j0, nj);
-      auto outJ = out.middleCols(j0, nj);
-      outJ.setZero();
-      Mat G, H;
-      for (const Part& part : parts) {
-        for (Index k0 = 0; k0 < part.rank(); k0 += kRowBlock) {
-          const Index nk = std::min(kRowBlock, part.rank() - k0);
-          detail::gram_block(part, k0, nk, VJ, G);
-          detail::gram_block(part, k0, nk, UJ, H);
-          const double* c = part.c.data() + k0;
-          for (Index jj = 0; jj < nj; ++jj) {
-            double* g = G.col(jj).data();
-            const double* h = H.col(jj).data();
-            for (Index kk = 0; kk < nk; ++kk) g[kk] = c[kk] * pw(g[kk]) * h[kk];
-          }
-          detail::scatter_block(part, k0, nk, G, outJ);
-        }
+  out.resize(V.rows(), V.cols());
+  detail::for_gram_blocks(parts, V, q, 3.0, [&](Index j0, Index nj) {
+    auto outJ = out.middleCols(j0, nj);
+    outJ.setZero();
+    return [outJ, nj, UJ = U.middleCols(j0, nj), H = Mat()](
+               auto pw, const Part& part, Index k0, Index nk, Mat& G) mutable {
+      detail::gram_block(part, k0, nk, UJ, H);
+      const double* c = part.c.data() + k0;
+      for (Index jj = 0; jj < nj; ++jj) {
+        double* g = G.col(jj).data();
+        const double* h = H.col(jj).data();
+        for (Index kk = 0; kk < nk; ++kk) g[kk] = c[kk] * pw(g[kk]) * h[kk];
       }
-    });
+      detail::scatter_block(part, k0, nk, G, outJ);
+    };
   });
 }
 
 // out(j) = sum_parts sum_k c_k <z_k, v_j>^l = T(v_j^l).
 template <class VType>
 void evaluate(const Parts& parts, const VType& V, int l, Vec& out) {
-  const Index d = V.rows(), m = V.cols();
-  out.resize(m);
-  const double work = detail::total_rank(parts) * static_cast<double>(m) * d;
-  with_power(l, [&](auto pw) {
-    parallel_blocks(detail::n_col_blocks(m), work, [&](Index b) {
-      const Index j0 = b * kColBlock, nj = std::min(kColBlock, m - j0);
-      const auto VJ = V.middleCols(j0, nj);
-      out.segment(j0, nj).setZero();
-      Mat G;
-      for (const Part& part : parts) {
-        for (Index k0 = 0; k0 < part.rank(); k0 += kRowBlock) {
-          const Index nk = std::min(kRowBlock, part.rank() - k0);
-          detail::gram_block(part, k0, nk, VJ, G);
-          const double* c = part.c.data() + k0;
-          for (Index jj = 0; jj < nj; ++jj) {
-            const double* g = G.col(jj).data();
-            double s = 0.0;
-            for (Index kk = 0; kk < nk; ++kk) s += c[kk] * pw(g[kk]);
-            out[j0 + jj] += s;
-          }
-        }
+  out.resize(V.cols());
+  detail::for_gram_blocks(parts, V, l, 1.0, [&](Index j0, Index nj) {
+    out.segment(j0, nj).setZero();
+    return [&out, j0, nj](auto pw, const Part& part, Index k0, Index nk, Mat& G) {
+      const double* c = part.c.data() + k0;
+      for (Index jj = 0; jj < nj; ++jj) {
+        const double* g = G.col(jj).data();
+        double s = 0.0;
+        for (Index kk = 0; kk < nk; ++kk) s += c[kk] * pw(g[kk]);
+        out[j0 + jj] += s;
       }
-    });
+    };
   });
 }
 

@@ -1,12 +1,16 @@
-// Right-hand sides of the gradient flows.
-//
-// Deflation model (Ge, Ren, Wang, Zhou 2021), order l >= 3:
+// The deflation model's gradient flow (Ge, Ren, Wang, Zhou 2021), order l >= 3 (the deep
+// linear model's flow is in linear.hpp):
 //   T = sum_k w_k^{(x)l} / ||w_k||^{l-2} = sum_k ||w_k||^2 wbar_k^{(x)l},
 //   L(W) = 1/2 ||T - T*||_F^2 + lam/2 ||W||_F^2,   R = T* - T.
 // Written with unit directions wbar = w / ||w|| (so every Gram entry lies in [-1, 1] and no
 // ||w||^{-(l-2)} overflows for tiny columns), -grad L is, column by column,
 //   dw/dt = l ||w|| R(wbar^{l-1}, I) - (l-2) R(wbar^l) w - lam w,
 // with R(wbar^l) = <R(wbar^{l-1}, I), wbar>. A zero column has zero velocity.
+// Here: the target T* (Target), the columns left out of R while they are negligible
+// (ActiveSet), the flow (GradientFlow, immutable, shared by threads) and GradientFlowSystem,
+// a flow with its own scratch: what a stepper of integrate.hpp runs.
+// R is contracted through Gram blocks (cp_tensor.hpp) or, when m >> d^{l-1}, through its
+// moment tensor (moment.hpp): whichever ContractionCost estimates cheaper, per evaluation.
 #pragma once
 
 #include <Eigen/Dense>
@@ -14,11 +18,13 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cp_tensor.hpp"
+#include "moment.hpp"
 #include "threads.hpp"
 
 namespace tdflow {
@@ -128,24 +134,33 @@ class GradientFlow {
     Mat Wbar, Wact, P;
     Vec norms, coef;
     ActiveSet active_set;
+    Mat moment;                      // the residual's unfolding (moment path)
+    std::vector<Mat> moment_partial;
   };
 
   // active_tol: the residual leaves out columns whose summed squared norms stay below
   // active_tol * ||T*||_F (see ActiveSet); 0 evaluates it exactly.
-  GradientFlow(Target target, double lam, double active_tol = 0.0)
-      : target_(std::move(target)), lam_(lam), active_tol_(active_tol) {
+  // contraction: how R is contracted (moment.hpp, ContractionCost): Auto picks the cheaper path
+  // at every evaluation.
+  GradientFlow(Target target, double lam, double active_tol = 0.0,
+                Contraction contraction = Contraction::Auto)
+      : target_(std::move(target)), lam_(lam), active_tol_(active_tol), contraction_(contraction) {
     if (!(lam_ >= 0) || !std::isfinite(lam_))
       throw std::invalid_argument("lam must be finite and >= 0");
     if (!(active_tol_ >= 0) || !std::isfinite(active_tol_))
       throw std::invalid_argument("active_tol must be finite and >= 0");
     Parts t{target_.part()};
     target_norm_ = std::sqrt(norm_squared(t, target_.order));
+    if (contraction_ != Contraction::Gram) table_ = moment_table(dim(), order(), contraction_);
   }
 
   double active_tol() const { return active_tol_; }
   double target_norm() const { return target_norm_; }
   // number of columns in the residual at the last evaluation (by any thread)
   Index n_active() const { return n_active_.load(std::memory_order_relaxed); }
+  Contraction contraction() const { return contraction_; }
+  // the path of the last evaluation (by any thread)
+  Contraction last_contraction() const { return last_path_.load(std::memory_order_relaxed); }
 
   const Target& target() const { return target_; }
   int order() const { return target_.order; }
@@ -156,7 +171,10 @@ class GradientFlow {
   void rhs(const Eigen::Ref<const Mat>& W, Mat& dW, Workspace& ws) const {
     prepare(W, ws);
     const int l = order();
-    if (ws.coef.size() == ws.Wbar.cols() && ws.Wbar.cols() >= kSelfMin) {
+    if (use_moment(ContractionCost::rhs(dim(), order(), target_.rank(), W.cols(), ws.coef.size()))) {
+      moment_residual(ws, true);
+      moment_contract(*table_, ws.moment, ws.Wbar, ws.P);
+    } else if (ws.coef.size() == ws.Wbar.cols() && ws.Wbar.cols() >= kSelfMin) {
       // every column is in the residual: its model part is contracted with its own columns
       contract({target_.part()}, ws.Wbar, l - 1, ws.P);
       contract_self_add(Part(ws.Wbar, ws.coef), l - 1, ws.P);
@@ -185,6 +203,10 @@ class GradientFlow {
   // ||T* - T||_F^2, clamped at 0 (see norm_squared)
   double residual_norm_squared(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
     prepare(W, ws);
+    if (use_moment(ContractionCost::norm(dim(), order(), target_.rank(), ws.coef.size()))) {
+      moment_residual(ws, false);
+      return moment_norm_squared(*table_, ws.moment);
+    }
     return norm_squared(residual_parts(ws), order());
   }
 
@@ -196,7 +218,11 @@ class GradientFlow {
   Vec directional_residual(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
     prepare(W, ws);
     Vec out;
-    if (target_.basis) {
+    if (use_moment(ContractionCost::directional(dim(), order(), target_.rank(), ws.coef.size()))) {
+      moment_residual(ws, true);
+      moment_contract(*table_, ws.moment, target_.U, ws.P);
+      out = (ws.P.array() * target_.U.array()).colwise().sum().transpose();
+    } else if (target_.basis) {
       const Mat E = Mat::Identity(dim(), target_.rank());
       evaluate(residual_parts(ws), E, order(), out);
     } else {
@@ -225,6 +251,20 @@ class GradientFlow {
     }
   }
 
+  // Whether this evaluation goes through the moment tensor; records the choice.
+  bool use_moment(const ContractionCost::Costs& cost) const {
+    const bool moment = contraction_ == Contraction::Moment ||
+                        (contraction_ == Contraction::Auto && table_ && cost.moment < cost.gram);
+    last_path_.store(moment ? Contraction::Moment : Contraction::Gram, std::memory_order_relaxed);
+    return moment;
+  }
+
+  // ws.moment = the unfolding of the residual, its rows scaled by mult for contractions (scaled)
+  void moment_residual(Workspace& ws, bool scaled) const {
+    moment_unfolding(*table_, residual_parts(ws), ws.moment, ws.moment_partial);
+    if (scaled) ws.moment = table_->mult().asDiagonal() * ws.moment;
+  }
+
   Parts residual_parts(const Workspace& ws) const {
     Parts parts;
     parts.push_back(target_.part());
@@ -239,7 +279,10 @@ class GradientFlow {
 
   Target target_;
   double lam_, active_tol_, target_norm_ = 0.0;
+  Contraction contraction_;
+  std::shared_ptr<const MonomialTable> table_;  // null when the moment path is out of reach
   mutable std::atomic<Index> n_active_{0};  // a statistic only: racing writers are harmless
+  mutable std::atomic<Contraction> last_path_{Contraction::Gram};  // likewise
 };
 
 // A GradientFlow with a workspace of its own: the system a stepper (integrate.hpp) runs. One

@@ -65,7 +65,10 @@ inline void in_forked_child() {
 }
 
 // Below this many multiply-adds a parallel region costs more than it saves.
-constexpr double kParallelMinWork = 2.0e5;
+#ifndef TDFLOW_PARALLEL_MIN_WORK
+#define TDFLOW_PARALLEL_MIN_WORK 2.0e5
+#endif
+constexpr double kParallelMinWork = TDFLOW_PARALLEL_MIN_WORK;
 
 // Runs body(b) for b in [0, n_blocks), in parallel when the work is large enough.
 template <class Body>

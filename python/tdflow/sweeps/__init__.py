@@ -13,6 +13,9 @@ default (one single-threaded worker process per core, loopback only), or the sch
   rebuilt from the result files at the end of every invocation;
 * ``OUT/spec.json``: the expanded spec.
 
+The summary as a pandas DataFrame: ``SweepResult.to_pandas()``, or ``load_summary(out)`` for a
+sweep folder (``pip install 'tdflow[pandas]'``).
+
 Each run has a stable id, a hash of its kind, its full parameter set (defaults filled in) and its
 seed. Re-running a sweep skips the runs whose result file exists, is readable and says
 ``status = "ok"``; runs recorded as errors, and unreadable (e.g. truncated) files, are run again.
@@ -74,9 +77,9 @@ from .driver import local_cluster, sweep
 from .kinds import (DEFLATE_DEFAULTS, FLOW_DEFAULTS, KINDS, LINEAR_DEFAULTS, RunKind, execute,
                     register_kind, run_deflate, run_flow, run_linear, run_one)
 from .spec import Run, SweepSpec, parse_spec, run_id
-from .store import FILE_KIND, SweepResult, summary_row, write_summary
+from .store import FILE_KIND, SweepResult, load_summary, summary_frame, summary_row, write_summary
 
 __all__ = ["sweep", "register_kind", "run_one", "parse_spec", "run_id", "KINDS", "RunKind",
            "FLOW_DEFAULTS", "LINEAR_DEFAULTS", "DEFLATE_DEFAULTS", "run_flow", "run_linear",
            "run_deflate", "execute", "Run", "SweepSpec", "SweepResult", "FILE_KIND",
-           "summary_row", "write_summary", "local_cluster"]
+           "summary_row", "write_summary", "summary_frame", "load_summary", "local_cluster"]

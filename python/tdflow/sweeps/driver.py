@@ -237,9 +237,7 @@ def _run_on_dask(parsed: SweepSpec, todo: List[Run], out: Path, metas: Dict[str,
     whose file could not be written. Ctrl-C: the cluster is shut down quietly, then
     ``KeyboardInterrupt``."""
     distributed = _require_distributed()
-    from tqdm.auto import tqdm
-
-    from ..progress import tqdm_disable
+    from ..progress import count_bar
 
     cluster = own_client = None
     try:
@@ -260,8 +258,7 @@ def _run_on_dask(parsed: SweepSpec, todo: List[Run], out: Path, metas: Dict[str,
         fn = KINDS[parsed.kind].fn
         futures = {client.submit(execute, fn, run.params, run.seed, parsed.threads, pure=False): run
                    for run in todo}
-        bar = tqdm(total=len(todo), desc=f"sweep {parsed.kind}", unit="run",
-                   disable=tqdm_disable(progress))
+        bar = count_bar(len(todo), f"sweep {parsed.kind}", "run", progress, leave=True)
         stop = threading.Event()
         try:
             ready = distributed.as_completed(futures)

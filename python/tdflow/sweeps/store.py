@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import io
+from ..display import Summarised
 from ..solution import Status
 from .spec import Run
 
@@ -75,6 +76,74 @@ def _cell(v) -> str:
     return str(v)
 
 
+def _columns(rows: Sequence[dict]) -> List[str]:
+    """The union of the rows' keys in first-seen order (the summary table's columns)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def summary_frame(rows: Sequence[dict]):
+    """The summary rows as a pandas DataFrame (``pip install 'tdflow[pandas]'``).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        One row per run (:func:`summary_row`, ``SweepResult.rows``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run, the columns of ``summary.csv`` in its order (``id, kind, seed``, the
+        parameters, ``status``, ``error``, the kind's results, ``wall_time``, ``worker``); a
+        status is its string, lists stay lists, a missing value is None (NaN in a numeric
+        column).
+    """
+    from ..tables import pandas
+
+    pd = pandas("the sweep summary")
+    columns = _columns(rows)
+    data = {c: [str(r[c]) if isinstance(r.get(c), Status) else r.get(c) for r in rows]
+            for c in columns}
+    return pd.DataFrame(data, columns=columns)
+
+
+def load_summary(out):
+    """The summary table of a sweep folder as a pandas DataFrame (``pip install 'tdflow[pandas]'``).
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The sweep's output folder (``tdflow.sweep(spec, out)``, ``tdflow sweep --out``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``OUT/summary.parquet`` when it exists and pyarrow is importable (its column types kept),
+        else ``OUT/summary.csv``; one row per run. Lists (e.g. a fit order) are JSON text in
+        both files (``json.loads`` reads them back).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder holds no summary (no sweep ran there).
+    """
+    from ..tables import pandas
+
+    pd = pandas("load_summary")
+    out = Path(out)
+    parquet, csv_path = out / "summary.parquet", out / "summary.csv"
+    if parquet.exists():
+        try:
+            import pyarrow  # noqa: F401  (pandas reads Parquet with it)
+        except ImportError:
+            pass
+        else:
+            return pd.read_parquet(parquet)
+    if not csv_path.exists():
+        raise FileNotFoundError(f"{out} holds no sweep summary (summary.csv): is it the out "
+                                "folder of a sweep?")
+    return pd.read_csv(csv_path)
+
+
 def write_summary(out, rows: Sequence[dict]) -> List[Path]:
     """Write ``OUT/summary.csv`` (and ``summary.parquet`` when pyarrow is importable) atomically.
 
@@ -82,7 +151,7 @@ def write_summary(out, rows: Sequence[dict]) -> List[Path]:
     missing values as empty cells. Returns the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    columns: List[str] = list(dict.fromkeys(k for r in rows for k in r))
+    columns = _columns(rows)
     buf = _stdio.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
@@ -120,8 +189,8 @@ def write_summary(out, rows: Sequence[dict]) -> List[Path]:
     return paths
 
 
-@dataclasses.dataclass
-class SweepResult:
+@dataclasses.dataclass(repr=False)
+class SweepResult(Summarised):
     """What :func:`sweep` did: the summary ``rows`` (one per run, in spec order) and counts."""
 
     out: Path
@@ -142,6 +211,23 @@ class SweepResult:
         for r in self.rows:
             out[r["status"]] = out.get(r["status"], 0) + 1
         return out
+
+    def to_pandas(self):
+        """The summary table as a pandas DataFrame (``pip install 'tdflow[pandas]'``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per run, in spec order, the columns of ``summary.csv``; see
+            :func:`summary_frame` (and :func:`load_summary` to read a sweep folder).
+        """
+        return summary_frame(self.rows)
+
+    def _summary(self) -> list:
+        return [("out", self.out), ("runs", len(self.rows)),
+                *((f"{k}", v) for k, v in sorted(self.counts().items())),
+                ("ran", self.ran), ("skipped", self.skipped), ("unsaved", len(self.unsaved)),
+                ("wall_time", self.wall_time), ("files", [str(p) for p in self.files])]
 
     def report(self) -> str:
         c = self.counts()
