@@ -64,6 +64,7 @@ nitpick_ignore_regex = [
                r"dataclasses|concurrent\.futures)\..*"),   # the standard library
     (r"py:.*", r"(distributed|dask)(\..*)?"),             # Dask: sweeps' client and cluster
     (r"py:.*", r"(matplotlib|pandas|xarray|torch|tensorly|tqdm)(\..*)?"),  # optional extras
+    (r"py:.*", r"tdflow\._.*"),   # private modules (tdflow._openmp, ...): named, not documented
 ]
 
 # ---- autodoc / autosummary / numpydoc --------------------------------------------------------
@@ -79,10 +80,11 @@ numpydoc_xref_param_type = True       # "x : float" links its type
 _PLAIN = ("None", "True", "False", "bool", "boolean", "int", "float", "str", "string", "dict",
           "list", "tuple", "callable", "iterable", "sequence", "mapping", "generator",
           "contextmanager", "array", "array-like", "array_like", "scalar", "path", "path-like",
-          "optional", "default", "of", "or", "shape")
+          "optional", "default", "of", "or", "shape", "sequences", "TensorLy")
 numpydoc_xref_aliases = {word: word for word in _PLAIN}
 numpydoc_xref_aliases.update({"ndarray": "numpy.ndarray", "np.ndarray": "numpy.ndarray",
-                              "Generator": "numpy.random.Generator"})
+                              "Generator": "numpy.random.Generator",
+                              "Axes": "matplotlib.axes.Axes"})
 numpydoc_xref_ignore = set(_PLAIN)
 
 # The public names of tdflow are documented once, under tdflow.X (autodoc adds the defining

@@ -6,7 +6,10 @@ Wang, Wu, Lee, Ma, Ge (2020) show that lazy (linearised, NTK) training needs ``O
 components to fit even a random rank-1 tensor (their Theorem 1), while their Algorithm 1, a
 variant of gradient descent that leaves the lazy regime, fits a rank-``r`` tensor with a number
 of components polynomial in ``r`` (Theorem 3). Here both run on one target of rank 2, order 3,
-in dimension 8, with non-orthogonal unit components, for growing ``m``.
+in dimension 8, with non-orthogonal unit components, for growing ``m``: the size of
+``tdflow compare`` (:func:`tdflow.run_comparison`, which adds plain gradient flow and the tensor
+power method). Larger cases go through its arguments (``d``, ``order``, ``ms``); the lazy fit
+forms a dense ``C(d+l-1, l) x m d`` matrix, so it is for small ``d`` only.
 """
 
 # %%
