@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import tdflow  # noqa: E402
-from tdflow import gpu  # noqa: E402
+from tdflow import gpu, torch_kernels, torch_stepper  # noqa: E402
 
 
 def make_target(rng, kind, order, d=6):
@@ -67,7 +67,7 @@ def test_tiny_blocks_change_nothing(rng, monkeypatch, kind):
     cpu, big = pair(tgt, lam=0.05, active_tol=0.0)
     _, small = pair(tgt, lam=0.05, active_tol=0.0, block=7)
     shapes = []
-    real_gram, real_power = gpu._gram, gpu._power
+    real_gram, real_power = torch_kernels._gram, torch_kernels._power
 
     def gram(Z, V):
         shapes.append((Z.shape[1], V.shape[1]))
@@ -77,8 +77,8 @@ def test_tiny_blocks_change_nothing(rng, monkeypatch, kind):
         shapes.append(tuple(G.shape))
         return real_power(G, q)
 
-    monkeypatch.setattr(gpu, "_gram", gram)
-    monkeypatch.setattr(gpu, "_power", power)
+    monkeypatch.setattr(torch_kernels, "_gram", gram)
+    monkeypatch.setattr(torch_kernels, "_power", power)
     out = small.rhs(W)
     loss = small.loss(W)
     dirs = small.directional_residual(W)
@@ -223,7 +223,8 @@ def test_max_steps_and_progress_error(rng):
     def update(t):
         raise Stop
 
-    run = gpu._Run(tor._torch, tor._torch.to_device(W0), 0.0, [1.0], lambda t, W: None, update, 0.0)
+    run = torch_stepper.Run(tor._torch, tor._torch.to_device(W0), 0.0, [1.0], lambda t, W: None,
+                            update, 0.0)
     run.fixed("rk4", 0.1, 0)
     assert run.status == "stopped" and isinstance(run.error, Stop) and run.n_steps == 1
 
@@ -353,3 +354,52 @@ def test_watch_general_target(rng):
         tor._torch.integrate_joins(*args[:13], 1.5, 1, 0.4, 0.5, None, 0.25)
     with pytest.raises(ValueError, match="member must have shape"):
         tor._torch.integrate_joins(*args[:11], np.ones(3), *args[12:])
+
+
+@pytest.mark.parametrize("method", tdflow._core.methods())
+def test_every_core_method_runs_on_torch(rng, method):
+    """Every tableau of the core (tsit5 included) runs on torch through the one generic stepper:
+    the same steps, rejections and RHS count as the core, records with the dense output."""
+    tgt = make_target(rng, "general", 4)
+    cpu, tor = pair(tgt, lam=0.01)
+    W0 = 0.3 * rng.standard_normal((6, 5))
+    adaptive = tdflow._core.tableau(method)["adaptive"]
+    kw = dict(method=method, rtol=1e-9, atol=1e-12, max_step=0.7) if adaptive else \
+        dict(method=method, h=0.05)
+    t_eval = np.array([0.0, 0.37, 1.0, 2.5])
+    a = cpu.integrate(W0, (0, 2.5), t_eval=t_eval, **kw)
+    b = tor.integrate(W0, (0, 2.5), t_eval=t_eval, **kw)
+    assert (b.status, b.method) == (a.status, method) == ("finished", method)
+    assert (b.n_steps, b.n_rejected, b.n_rhs) == (a.n_steps, a.n_rejected, a.n_rhs)
+    assert a.n_steps >= 5
+    assert_rel(b.W, a.W, 1e-11)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-10)
+
+
+def test_tsit5_figure1_run_agrees_with_core():
+    """The small Figure-1 run of the dopri5 test with Tsit5: same fit times and steps."""
+    tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, 1.2))
+    cpu, tor = pair(tgt)
+    W0 = tdflow.sphere(10, 50, 1e-15, 0)
+    a, b = (f.integrate(W0, (0, 250), method="tsit5", rtol=1e-8) for f in (cpu, tor))
+    assert b.status == a.status == "finished"
+    assert np.all(np.isfinite(a.fit_times()))
+    np.testing.assert_array_equal(b.fit_times(), a.fit_times())
+    assert abs(b.n_steps - a.n_steps) <= 0.05 * a.n_steps
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-7, atol=1e-10 * a.loss[0])
+
+
+def test_torch_stepper_reads_its_controller_from_the_tableau(rng, monkeypatch):
+    """The controller's constants are data of _core.tableau: a smaller safety factor handed in
+    there (and nowhere else) makes the torch run take more, smaller steps."""
+    tgt = make_target(rng, "general", 3)
+    _, tor = pair(tgt, lam=0.01)
+    W0 = 0.3 * rng.standard_normal((6, 5))
+    kw = dict(method="dopri5", rtol=1e-9, n_records=3)
+    base = tor.integrate(W0, (0, 2.5), **kw)
+    data = dict(tdflow._core.tableau("dopri5"))
+    data["controller"] = dict(data["controller"], safety=0.5)
+    monkeypatch.setattr(torch_stepper, "tableau", lambda method: data)
+    slow = tor.integrate(W0, (0, 2.5), **kw)
+    assert slow.n_steps > 1.3 * base.n_steps
+    assert_rel(slow.W, base.W, 1e-7)

@@ -81,7 +81,8 @@ def test_pack_unpack_and_shapes(rng):
     np.testing.assert_allclose(D[0], layers[0].T @ layers[0] - layers[1] @ layers[1].T)
 
 
-@pytest.mark.parametrize("regression,method", [(False, "dopri5"), (True, "dopri5"), (True, "dop853")])
+@pytest.mark.parametrize("regression,method", [(False, "dopri5"), (True, "dopri5"), (True, "dop853"),
+                                               (False, "tsit5")])
 def test_imbalances_conserved_by_adaptive_steppers(rng, regression, method):
     flow = make_flow(rng, (3, 4, 2, 3), regression)
     layers0 = flow.random_layers(rng, 0.7)

@@ -1,6 +1,7 @@
 """The steppers as data (cpp/include/tdflow/tableaux.hpp): every tableau's consistency, and
-Tsitouras' 5(4) pair (Tsit5), added as data only, against its published coefficients and its
-orders. GradientFlow.integrate does not offer "tsit5" yet, so its runs go through the core."""
+Tsitouras' 5(4) pair (Tsit5), added as data only, against its published coefficients, its
+orders, a literal NumPy transcription of the published method and diffrax's Tsit5; and Tsit5 as
+a user method (SolverOptions, the command line, GradientFlow, DeepLinearFlow, deflate)."""
 import math
 
 import numpy as np
@@ -188,3 +189,130 @@ def test_unknown_method_names_every_method(small_problem):
     flow, W0 = small_problem
     with pytest.raises(ValueError, match="'dop853' or 'tsit5', got 'rk45'"):
         run(flow, W0, [0.0, 1.0], "rk45")
+
+
+# Tsitouras (2011), Table 1, as printed (to 20 digits; diffrax's tsit5.py carries the same
+# values): the rows of A, the weights b (b_7 = 0) and bhat; and the continuous extension
+# b_i(theta) of section 4 in its printed factored form.
+TSIT5_A = [
+    [],
+    [0.161],
+    [-0.0084806554923569885444, 0.33548065549235698854],
+    [2.8971530571054934321, -6.3594484899750748431, 4.3622954328695814110],
+    [5.3258648284392566044, -11.748883564062827878, 7.4955393428898362083,
+     -0.092495066361755249257],
+    [5.8614554429464200287, -12.920969317847109292, 8.1593678985761586432,
+     -0.071584973281400997225, -0.028269050394068382909],
+    [0.096460766818065229518, 0.01, 0.47988965041449957478, 1.3790085741037418932,
+     -3.2900695154360806799, 2.3247105240997739824],
+]
+TSIT5_B = TSIT5_A[6] + [0.0]
+TSIT5_BHAT = [0.094680755765839458075, 0.0091835655403432530968, 0.48777052842476157079,
+              1.2342975669304789857, -2.7077123499835254549, 1.8666284181705870358, 1 / 66]
+
+
+def tsit5_dense_weights(t):
+    """b_i(theta) of Tsitouras (2011), section 4, in the printed factored form."""
+    return [
+        -1.0530884977290216 * t * (t - 1.3299890189751412)
+        * (t**2 - 1.4364028541716351 * t + 0.7139816917074209),
+        0.1017 * t**2 * (t**2 - 2.1966568338249754 * t + 1.2949852507374631),
+        2.490627285651252793 * t**2 * (t**2 - 2.38535645472061657 * t + 1.57803468208092486),
+        -16.54810288924490272 * (t - 1.21712927295533244) * (t - 0.61620406037800089) * t**2,
+        47.37952196281928122 * (t - 1.203071208372362603) * (t - 0.658047292653547382) * t**2,
+        -34.87065786149660974 * (t - 1.2) * (t - 0.666666666666666667) * t**2,
+        2.5 * (t - 1) * (t - 0.6) * t**2,
+    ]
+
+
+def tsit5_one_step_literal(f, y0, h, thetas):
+    """One Tsit5 step written out from the printed tableau: y1 and the continuous extension at
+    ``thetas``."""
+    K = []
+    for row in TSIT5_A:
+        K.append(f(y0 + h * sum((a * k for a, k in zip(row, K)), np.zeros_like(y0))))
+    y1 = y0 + h * sum(b * k for b, k in zip(TSIT5_B, K))
+    K.append(f(y1))  # FSAL: the 7th stage is f(y1)
+    dense = [y0 + h * sum(w * k for w, k in zip(tsit5_dense_weights(th), K)) for th in thetas]
+    return y1, dense
+
+
+THETAS = (0.23, 0.61, 0.94)
+
+
+def one_core_step(flow, W0, method, h):
+    """One step of size h through the core, recorded at THETAS * h and h."""
+    raw = run(flow, W0, [0.0, *(th * h for th in THETAS), h], method, h=h, max_step=h, rtol=1e3,
+              save_states=True)
+    assert raw["n_steps"] == 1 and raw["n_rejected"] == 0
+    return raw
+
+
+def test_tsit5_one_step_against_the_printed_method(small_problem):
+    """The core's step and dense output equal a literal transcription of the paper to rounding,
+    and its error weights are the printed b - bhat."""
+    flow, W0 = small_problem
+    h = 0.05
+    y1, dense = tsit5_one_step_literal(flow.rhs, np.array(W0), h, THETAS)
+    raw = one_core_step(flow, W0, "tsit5", h)
+    scale = np.abs(W0).max()
+    assert np.abs(raw["W"] - W0).max() > 0.01 * scale  # the step moves W
+    np.testing.assert_allclose(raw["W"], y1, rtol=0, atol=1e-14 * scale)
+    for got, want in zip(raw["states"][1:4], dense):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-14 * scale)
+    e = _core.tableau("tsit5")["e"]
+    np.testing.assert_allclose(e, np.subtract(TSIT5_B, TSIT5_BHAT), rtol=0, atol=5e-16)
+
+
+def test_tsit5_one_step_against_diffrax(small_problem):
+    """One step of diffrax's Tsit5 (an independent implementation, jax in float64) on the same
+    right-hand side: the same state and dense output to rounding."""
+    jax = pytest.importorskip("jax")
+    diffrax = pytest.importorskip("diffrax")
+    jax.config.update("jax_enable_x64", True)
+    flow, W0 = small_problem
+    h = 0.05
+    shape = jax.ShapeDtypeStruct(W0.shape, np.float64)
+
+    def field(t, y, args):
+        return jax.pure_callback(lambda w: flow.rhs(np.asarray(w)), shape, y)
+
+    ts = [th * h for th in THETAS] + [h]
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Tsit5(), t0=0.0, t1=h, dt0=h,
+                              y0=np.array(W0), saveat=diffrax.SaveAt(ts=ts),
+                              stepsize_controller=diffrax.ConstantStepSize())
+    assert int(sol.stats["num_steps"]) == 1
+    raw = one_core_step(flow, W0, "tsit5", h)
+    scale = np.abs(W0).max()
+    np.testing.assert_allclose(raw["states"][1:], np.asarray(sol.ys), rtol=0, atol=1e-14 * scale)
+
+
+def test_tsit5_is_a_user_method(small_problem):
+    """Tsit5 is offered wherever a method is chosen, because the method list is the core's."""
+    import argparse
+
+    from tdflow import options
+    from tdflow.cli.common import add_solver_arguments, solver_options
+
+    assert options.METHODS == tuple(METHODS) and options.ADAPTIVE == tuple(ADAPTIVE)
+    opts = tdflow.SolverOptions(method="tsit5", rtol=1e-9, n_records=5)  # adaptive: no h needed
+    assert opts.adaptive and tdflow.SolverOptions.from_params({"method": "tsit5"}) == \
+        tdflow.SolverOptions(method="tsit5")
+    parser = argparse.ArgumentParser()
+    add_solver_arguments(parser, {})
+    assert solver_options(parser.parse_args(["--method", "tsit5"]), {}).method == "tsit5"
+    flow, W0 = small_problem
+    traj = flow.integrate(W0, (0, 2), options=opts)
+    raw = run(flow, W0, np.linspace(0, 2, 5), "tsit5", rtol=1e-9)
+    assert traj.method == "tsit5" and traj.status == "finished"
+    assert (traj.n_steps, traj.n_rhs) == (raw["n_steps"], raw["n_rhs"])
+    np.testing.assert_array_equal(traj.W, raw["W"])
+
+
+def test_deflate_runs_with_tsit5():
+    """Algorithm 2 with Tsit5 phases finds the same directions in the same order as dopri5."""
+    tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, ratio=1.5))
+    a = tdflow.deflate(tgt, m=20, rng=1)
+    b = tdflow.deflate(tgt, m=20, rng=1, options=tdflow.SolverOptions(method="tsit5", rtol=1e-7))
+    assert b.status == a.status == "recovered" and b.n_epochs == a.n_epochs
+    np.testing.assert_array_equal(b.fit_order, a.fit_order)

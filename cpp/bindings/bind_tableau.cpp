@@ -1,5 +1,6 @@
 // The steppers' data (tableaux.hpp) and the step-size controller's constants (controller.hpp),
-// exported so that the torch steppers use the very same numbers rather than a second copy.
+// exported so that the torch stepper (torch_stepper.py) runs the very same numbers rather than
+// a second copy.
 #include "pybind11.hpp"
 
 #include <string>
@@ -59,7 +60,10 @@ py::dict tableau(const std::string& name) {
   out["A"] = A;
   out["b"] = row(t.b, s);
   if (t.error_rows >= 1) out["e"] = row(t.e, s);
-  if (t.error_rows >= 2) out["e2"] = row(t.e + s, s);
+  if (t.error_rows >= 2) {
+    out["e2"] = row(t.e + s, s);
+    out["e2_weight"] = kSecondErrorWeight;
+  }
   if (t.dense == DenseForm::Weights) {
     out["dense"] = "weights";
     out["P"] = rows(t.P, n, t.dense_terms);
@@ -68,7 +72,7 @@ py::dict tableau(const std::string& name) {
     out["D"] = rows(t.P, t.dense_terms, n);
   }
   if (t.adaptive()) out["controller"] = controller(t);
-  if (name == "dop853") {  // the names gpu.py reads
+  if (name == "dop853") {  // the names of dop853.f
     out["C"] = out["c"];
     out["E5"] = row(t.e, 12);
     out["E3"] = row(t.e + s, 12);
@@ -89,7 +93,8 @@ void register_tableau(py::module_& m) {
   m.def("tableau", &tableau, py::arg("method"),
         "The coefficients of a stepper as lists of floats: nodes c, rows A[i] (the i entries "
         "left of the diagonal), weights b; for an adaptive method the error weights e = b - "
-        "bhat (dop853: e and e2, its 5th- and 3rd-order estimates) and the step-size "
+        "bhat (dop853: e and e2, its 5th- and 3rd-order estimates, combined with the weight "
+        "e2_weight as dop853.f does) and the step-size "
         "controller's constants; the dense output as P (dense == 'weights': b_j(theta) = "
         "sum_k P[j][k] theta^(k+1)) or D (dense == 'hermite', Hairer's form). dop853 also "
         "under its dop853.f names C, E5, E3.");

@@ -93,7 +93,7 @@ class Comparison(Summarised):
         Returns
         -------
         matplotlib.figure.Figure
-            The figure.
+            The figure: each method's relative error against ``x``.
         """
         if x not in ("m", "work"):
             raise ValueError(f"x must be 'm' or 'work', got {x!r}")

@@ -155,8 +155,8 @@ class GradientFlow:
             The stepper and its recording times; the same fields can be given as keywords
             (``method="dop853", rtol=1e-8``), laid over ``options`` (default
             ``SolverOptions()``: dopri5, rtol 1e-8, 501 records). See :class:`SolverOptions`:
-            ``method`` in {"dopri5", "dop853", "rk4", "euler"}, ``rtol``, ``atol``, ``h``,
-            ``max_step``, ``max_steps``, ``t_eval``, ``n_records``. The run always covers all of
+            ``method`` in {"dopri5", "dop853", "tsit5", "rk4", "euler"}, ``rtol``, ``atol``,
+            ``h``, ``max_step``, ``max_steps``, ``t_eval``, ``n_records``. The run always covers all of
             ``t_span``, as SciPy's ``solve_ivp`` does, even when ``t_eval`` ends earlier; when
             ``max_steps`` runs out the trajectory returns with ``status == "max-steps"``.
         save_norms, save_states : bool

@@ -340,8 +340,9 @@ class DeepLinearFlow:
         ``options`` (a :class:`SolverOptions`) and the solver keywords as in
         :meth:`GradientFlow.integrate`, with ``rtol = 1e-10`` by default (:data:`SOLVER`):
         ``"dopri5"`` (adaptive Dormand-Prince 5(4), error ``<~ atol + rtol ||W_l||`` for each
-        layer; ``h`` = first step, None: automatic), ``"dop853"`` (order 8, same control), or
-        fixed-step ``"rk4"`` / ``"euler"`` with step ``h`` (required). Records the loss, the gap
+        layer; ``h`` = first step, None: automatic), ``"dop853"`` (order 8, same control),
+        ``"tsit5"`` (Tsitouras 5(4), same control), or fixed-step ``"rk4"`` / ``"euler"`` with
+        step ``h`` (required). Records the loss, the gap
         ``f - f*``, ``||grad L||^2`` and, by default, the product ``W(t)`` and the imbalances
         ``D_l(t)``. As in SciPy's ``solve_ivp`` the run covers all of ``t_span`` even when
         ``t_eval`` ends earlier (the final layers are those of ``t1``).

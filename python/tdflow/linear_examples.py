@@ -196,7 +196,7 @@ def plot_linear_comparison(result: LinearComparison, path=None, *, axes=None):
     Returns
     -------
     matplotlib.figure.Figure
-        The figure.
+        The figure: each case's loss gap with its envelope, and its rate with the bound.
     """
     from .plot import _pyplot, panels, save_figure
 

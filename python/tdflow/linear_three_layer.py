@@ -192,7 +192,7 @@ def plot_three_layer(result: ThreeLayerResult, path=None, *, ax=None):
     Returns
     -------
     matplotlib.figure.Figure
-        The figure.
+        The figure: per scheme, boxes of the bound, ``2 lambda_min(T(0))`` and the observed rate.
     """
     from .plot import panels, save_figure
 

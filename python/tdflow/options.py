@@ -22,10 +22,14 @@ from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
+from . import _core
 from ._checks import choice, positive_int, real_array, real_number, show
 
-METHODS = ("euler", "rk4", "dopri5", "dop853")
-ADAPTIVE = ("dopri5", "dop853")
+# The steppers are the tableaux of the core (tableaux.hpp): a method added there appears here, in
+# the command line's choices, in deflate, the sweeps and the torch backend. A method is adaptive
+# when its tableau has an embedded error estimate (and so the step-size controller).
+METHODS = tuple(_core.methods())
+ADAPTIVE = tuple(m for m in METHODS if _core.tableau(m)["adaptive"])
 MAX_STEPS = 2**62  # the longest step budget the core can count (a C long)
 
 
@@ -39,12 +43,14 @@ class SolverOptions:
 
     Parameters
     ----------
-    method : {"dopri5", "dop853", "rk4", "euler"}
-        Adaptive Dormand-Prince 5(4) (the default) or DOP853 (order 8: fewer right-hand sides at
-        tight tolerances, 7th-order dense output at 3 extra RHS per step that holds a recording
-        time), both with error control ``||err_j|| <~ atol + rtol ||y_j||`` per column (or
-        layer); or fixed-step classic RK4 / explicit Euler with step ``h`` (required; shortened
-        where needed so that every recording time is hit exactly).
+    method : {"dopri5", "dop853", "tsit5", "rk4", "euler"}
+        One of :data:`METHODS` (the core's tableaux). Adaptive Dormand-Prince 5(4) (the
+        default), DOP853 (order 8: fewer right-hand sides at tight tolerances, 7th-order dense
+        output at 3 extra RHS per step that holds a recording time) or Tsitouras 5(4) (order
+        5 like dopri5, coefficients tuned for a smaller error per step), all with error control
+        ``||err_j|| <~ atol + rtol ||y_j||`` per column (or layer); or fixed-step classic RK4 /
+        explicit Euler with step ``h`` (required; shortened where needed so that every
+        recording time is hit exactly).
     rtol, atol : float
         Tolerances of the adaptive methods (>= 0; not both 0).
     h : float, optional

@@ -118,7 +118,7 @@ def plot_figure1(result, path=None, *, seed_index: int = 0, axes=None):
     Returns
     -------
     matplotlib.figure.Figure
-        The figure.
+        The figure: every seed's loss, one seed's residuals and its column norms.
     """
     plt = _pyplot()
     t, a = result.t, result.a
@@ -183,7 +183,7 @@ def plot_deflation(result, path=None, *, axes=None):
     Returns
     -------
     matplotlib.figure.Figure
-        The figure.
+        The figure: the loss with its epochs, the residuals, ``â_i(t)`` and the final ``â_i``.
     """
     plt = _pyplot()
     rec, a = result.records, np.asarray(result.target.a)

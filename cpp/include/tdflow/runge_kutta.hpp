@@ -185,8 +185,8 @@ class RungeKutta {
   bool last_stage_finite() const { return !tab_.fsal || detail::all_finite(K_[tab_.stages - 1]); }
 
   // The step's error relative to the tolerances (<= 1: accept), per column as
-  // detail::column_error_norm. Two error rows (dop853.f): |h| S5 / sqrt(m (S5 + 0.01 S3)),
-  // S_k = sum_j (||e_k,j|| / scale_j)^2.
+  // detail::column_error_norm. Two error rows (dop853.f): |h| S5 / sqrt(m (S5 + w S3)),
+  // S_k = sum_j (||e_k,j|| / scale_j)^2, w = kSecondErrorWeight.
   double error_norm(const Mat& W, const Mat& Wn, double h, double rtol, double atol) {
     const int s = tab_.stages;
     if (tab_.error_rows == 1) {
@@ -209,7 +209,8 @@ class RungeKutta {
       s5 = detail::column_error_sum(E5, W, Wn, rtol, atol, unit);
       s3 = detail::column_error_sum(E3, W, Wn, rtol, atol, unit);
     }
-    return std::abs(h) * unit * s5 / std::sqrt((s5 + 0.01 * s3) * static_cast<double>(m));
+    return std::abs(h) * unit * s5 /
+           std::sqrt((s5 + kSecondErrorWeight * s3) * static_cast<double>(m));
   }
 
   // The dense-only stages and the rows F of a Hermite form, once per step (Y: scratch). Returns

@@ -22,6 +22,11 @@ enum class DenseForm {
   Hermite,
 };
 
+// Two error rows (dop853.f's 5th- and 3rd-order estimates) give the error ratio
+// |h| S_1 / sqrt(m (S_1 + kSecondErrorWeight S_2)), S_k the sum over the m columns of the squared
+// ratios of row k (RungeKutta::error_norm; dop853.f: DENO = ERR + 0.01 ERR2).
+inline constexpr double kSecondErrorWeight = 0.01;
+
 // Largest number of stages (dense ones included) and of dense terms a tableau may have.
 constexpr int kMaxStages = 16;
 constexpr int kMaxDenseTerms = 8;
