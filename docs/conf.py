@@ -68,6 +68,14 @@ nitpick_ignore_regex = [
 ]
 
 # ---- autodoc / autosummary / numpydoc --------------------------------------------------------
+# The torch backend's modules (torch_kernels, torch_stepper, torch_events) import torch at their
+# top; the docs extra does not install it (3 GB), so without torch autodoc reads them with torch
+# mocked. With torch installed they are imported as they are.
+try:
+    import torch  # noqa: F401
+    autodoc_mock_imports: list = []
+except ImportError:
+    autodoc_mock_imports = ["torch"]
 autosummary_generate = True
 autosummary_imported_members = False
 autodoc_typehints = "signature"
