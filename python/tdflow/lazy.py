@@ -11,7 +11,7 @@ This module computes that fit. For the deflation model ``sum_k w_k^{(x)l} / ||w_
 for the beyond-lazy variant ``sum_k s_k c_k^{l-2} w_k^{(x)l}`` alike, the derivative of component
 k in direction ``δ`` lies in ``{P_sym(w_k^{(x)(l-1)} (x) δ) : δ in R^d}`` and spans all of it (the
 radial part is the case ``δ = w_k``). Since ``T(W0)`` itself lies in that span, the best lazy fit
-is the orthogonal projection of ``T*`` onto
+is the orthogonal projection of ``T*`` onto::
 
     S(W0) = span{ P_sym(w_k^{(x)(l-1)} (x) e_j) : k <= m, j <= d },
 

@@ -1,4 +1,4 @@
-"""Gradient flow on deep linear models ``L(W_1, ..., W_L) = f(W_1 W_2 ... W_L)``.
+"""Gradient flow on deep linear models ``L(W_1, ..., W_L) = f(W_1 W_2 ⋯ W_L)``.
 
 Conventions
 -----------
@@ -10,7 +10,7 @@ Layer ``W_l`` is ``n_{l-1} x n_l`` and the end-to-end matrix is ``W = W_1 W_2 ..
   ``mu`` and ``K`` are the extreme eigenvalues of ``X^T X``).
 
 With ``A_l = W_1 ... W_{l-1}``, ``B_l = W_{l+1} ... W_L`` and ``G = grad f(W)``, gradient flow is
-``dW_l/dt = -A_l^T G B_l^T``, and the **imbalances**
+``dW_l/dt = -A_l^T G B_l^T``, and the **imbalances**::
 
     D_l = W_l^T W_l - W_{l+1} W_{l+1}^T        (n_l x n_l, l = 1, ..., L-1)
 
@@ -20,7 +20,7 @@ This is the transpose convention of Min, Tarmoun, Vidal, Mallada for ``W = U V^T
 
 Along the flow ``d/dt (L - f*) = -||grad L||^2 = -<G, T_W(G)>`` with the positive semidefinite
 operator ``T_W(E) = sum_l A_l A_l^T E B_l^T B_l``; ``f`` is mu-strongly convex, hence
-``||G||^2 >= 2 mu (f - f*)`` (Polyak-Lojasiewicz), and therefore
+``||G||^2 >= 2 mu (f - f*)`` (Polyak-Lojasiewicz), and therefore::
 
     -d/dt log(L - f*)  >=  2 mu lambda_min(T_W(t)).
 
@@ -59,16 +59,16 @@ def _singular_value(W: np.ndarray, k: int) -> float:
 
 
 class DeepLinearFlow:
-    """Gradient flow on ``L(W_1, ..., W_L) = f(W_1 W_2 ... W_L)``.
+    """Gradient flow on ``L(W_1, ..., W_L) = f(W_1 W_2 ⋯ W_L)``.
 
     Parameters
     ----------
-    Y : array (n_0, n_L), or (N, n_L) with ``X``
-        The target of the factorisation ``f = 1/2 ||Y - W||_F^2``, or the responses of the
-        regression ``f = 1/2 ||Y - X W||_F^2``.
+    Y : array, shape ``(n_0, n_L)`` or ``(N, n_L)``
+        The target of the factorisation ``f = 1/2 ||Y - W||_F^2`` (shape ``(n_0, n_L)``), or
+        with ``X`` the responses of the regression ``f = 1/2 ||Y - X W||_F^2`` (``(N, n_L)``).
     hidden : sequence of int
         Hidden widths ``(n_1, ..., n_{L-1})``; ``()`` is a single layer, ``(h,)`` two layers.
-    X : array (N, n_0), optional
+    X : array, shape ``(N, n_0)``, optional
         The regression design; without it the loss is the factorisation loss.
 
     Layers are lists of float64 arrays, ``layers[l-1]`` of shape ``(n_{l-1}, n_l)``. The C++ core

@@ -102,7 +102,7 @@ def delta_gap(D, n: int, m: int) -> float:
 
 
 def two_layer_alpha(D, n: int, m: int, sigma_n: float, sigma_m: float) -> float:
-    """MVM Theorem 1 / Lemma 3 (slides: Proposition 2), in the version that holds:
+    """MVM Theorem 1 / Lemma 3 (slides: Proposition 2), in the version that holds::
 
         lambda_min(T) >= 1/2 [ -Delta_+ + sqrt((Delta_+ + Delta_underbar)^2 + 4 sigma_m^2)
                                -Delta_- + sqrt((Delta_- + Delta_underbar)^2 + 4 sigma_n^2) ]
@@ -154,7 +154,7 @@ def imbalance_ceiling(D21, D23, size: int) -> np.ndarray:
 
 
 def three_layer_deltas(D21, D23, n: int, m: int):
-    """``(Delta_21, Delta_21^(2), Delta_23, Delta_23^(2))`` of MVM Definition 2:
+    """``(Delta_21, Delta_21^(2), Delta_23, Delta_23^(2))`` of MVM Definition 2::
 
         Delta_21     = tr Dbar_h1   - tr(Dbar_h1 wedge_n D21)
         Delta_21^(2) = tr Dbar_h1^2 - tr((Dbar_h1 wedge_n D21)^2)
@@ -173,7 +173,7 @@ def three_layer_deltas(D21, D23, n: int, m: int):
 
 
 def three_layer_alpha(D21, D23, n: int, m: int) -> float:
-    """MVM Theorem 2 (eq. 15; Corollary 1 makes it the rate under the PL assumption only):
+    """MVM Theorem 2 (eq. 15; Corollary 1 makes it the rate under the PL assumption only)::
 
         lambda_min(T) >= Delta*(D21, D23) = 1/2 (Delta_21^(2) + Delta_21^2) + Delta_21 Delta_23
                                             + 1/2 (Delta_23^(2) + Delta_23^2)
@@ -224,7 +224,7 @@ def is_homogeneous(Ds: Sequence, rtol: float = 1e-12, scales: Optional[Sequence[
 
 def cumulative_imbalance(Ds: Sequence, l_star: int, n: int, m: int) -> np.ndarray:
     """The cumulative imbalances ``dtilde_(i)``, i = 1..L-1, of MVM Theorem 3 for a unimodal
-    model with index ``l_star``:
+    model with index ``l_star``::
 
         dtilde_(i) = sum_{l=i}^{l*-1} lambda_n(D_l)     for i < l*,
         dtilde_(i) = sum_{l=l*}^{i}   lambda_m(-D_l)    for i >= l*.
@@ -239,11 +239,11 @@ def cumulative_imbalance(Ds: Sequence, l_star: int, n: int, m: int) -> np.ndarra
 
 def deep_unimodal_alpha(Ds: Sequence, l_star: int, n: int, m: int,
                         sigma_min: Optional[float] = None) -> float:
-    """MVM Theorem 3 for a model with unimodal imbalance of index ``l_star`` (Definition 3):
+    """MVM Theorem 3 for a model with unimodal imbalance of index ``l_star`` (Definition 3)::
 
         lambda_min(T) >= prod_{i=1}^{L-1} dtilde_(i)
 
-    and, with homogeneous imbalance (every ``D_l = d_l I``) and ``sigma_min`` given,
+    and, with homogeneous imbalance (every ``D_l = d_l I``) and ``sigma_min`` given::
 
         lambda_min(T) >= sqrt( (prod_i dtilde_(i))^2 + (L sigma_min^(2-2/L))^2 )
 
@@ -266,7 +266,7 @@ def deep_unimodal_alpha(Ds: Sequence, l_star: int, n: int, m: int,
 
 def scalar_cumulative_imbalance(weights: Sequence[float]) -> np.ndarray:
     """For scalar layers ``w_1, ..., w_L``: ``w_(i)^2 - w_(L)^2``, i = 1..L-1, with
-    ``w_(1)^2 >= ... >= w_(L)^2`` sorted (slides' Proposition 1; MVM Lemma I.2). These are
+    ``w_(1)^2 >= ⋯ >= w_(L)^2`` sorted (slides' Proposition 1; MVM Lemma I.2). These are
     conserved: the differences ``w_i^2 - w_j^2`` are sums of imbalances ``d_l = w_l^2 - w_{l+1}^2``."""
     a = np.sort(np.square(np.asarray(weights, dtype=float)))[::-1]
     return a[:-1] - a[-1]
@@ -275,7 +275,7 @@ def scalar_cumulative_imbalance(weights: Sequence[float]) -> np.ndarray:
 def scalar_alpha(weights: Sequence[float], w: float) -> float:
     """Slides' Proposition 1 (MVM Theorem 3 with homogeneous imbalance, applied to the sorted
     layers as in Lemma I.2; scalar layers commute, so the sorted model has the same
-    ``lambda_min(T) = sum_l prod_{i != l} w_i^2``):
+    ``lambda_min(T) = sum_l prod_{i != l} w_i^2``)::
 
         alpha*({d_l}, w) >= sqrt( (prod_i (w_(i)^2 - w_(L)^2))^2 + (L |w|^(2-2/L))^2 )
 

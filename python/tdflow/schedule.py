@@ -160,6 +160,7 @@ class Schedule:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     def to_dict(self) -> dict:
+        """The parameters as a plain dict (``max_time = inf`` as ``None``), as files hold them."""
         out = dataclasses.asdict(self)
         if math.isinf(out["max_time"]):
             out["max_time"] = None  # JSON has no inf
