@@ -8,9 +8,9 @@
 // returning true stops the run (Python uses it for progress bars and Ctrl-C); `poll()` after
 // every rejected step, so that a run that keeps rejecting can still be stopped.
 // When tick(t) runs, W (the caller's state, held by reference) already holds the accepted state
-// at t: events.hpp relies on this to check every accepted step. A tick with a member
-// step(const StepView&) also sees each accepted step before it is taken: both ends and the
-// method's continuous extension (events.hpp locates the crossings of Definition 1 on it).
+// at t. A tick with a member step(const StepView&) also sees each accepted step before it is
+// taken: both ends and the method's continuous extension (events.hpp checks every accepted step
+// through it and locates the crossings of Definition 1 on it).
 //
 // Fixed steps are shortened so that every recording time is hit exactly; adaptive methods
 // interpolate the recording times with their dense output (Hairer, Norsett, Wanner, "Solving

@@ -49,7 +49,7 @@ inline double n_monomials(double d, int q) {
 // monomials for a block of columns is one elementwise product of two earlier rows.
 class MonomialTable {
  public:
-  MonomialTable(Index d, int q) : d_(d), q_(q) {
+  MonomialTable(Index d, int q) : d_(d) {
     if (d < 1 || q < 1) throw std::invalid_argument("MonomialTable needs d >= 1 and q >= 1");
     if (n_monomials(static_cast<double>(d), q) * 4 > 2147483647.0)
       throw std::length_error("the moment tensor has too many entries for d = " +
@@ -79,7 +79,6 @@ class MonomialTable {
   }
 
   Index dim() const { return d_; }
-  int degree() const { return q_; }
   Index size() const { return static_cast<Index>(src_.size()); }  // entries of all levels
   Index top_begin() const { return top_; }                        // first entry of degree q
   Index top_size() const { return size() - top_; }
@@ -103,7 +102,6 @@ class MonomialTable {
 
  private:
   Index d_;
-  int q_;
   std::vector<int32_t> src_, var_;
   Index top_ = 0;
   Vec mult_;
@@ -140,8 +138,7 @@ inline MomentScratch& moment_scratch() {
 inline void moment_unfolding(const MonomialTable& tab, const Parts& parts, Mat& M,
                              std::vector<Mat>& partial) {
   const Index d = tab.dim(), n = tab.top_size(), b = detail::moment_col_block(tab);
-  Index k_total = 0;
-  for (const Part& p : parts) k_total += p.rank();
+  const Index k_total = static_cast<Index>(detail::total_rank(parts));
   // tasks: row blocks of M x chunks of columns, fixed by the sizes alone
   const Index n_rows = (n + detail::kMomentRowBlock - 1) / detail::kMomentRowBlock;
   Index n_chunks = std::min<Index>(detail::kMomentMaxChunks, std::max<Index>(1, k_total / detail::kMomentChunk));

@@ -150,7 +150,6 @@ class RungeKutta {
   RungeKutta(const RungeKutta&) = delete;
   RungeKutta& operator=(const RungeKutta&) = delete;
 
-  const Tableau& tableau() const { return tab_; }
   Mat& f0() { return K_[0]; }
   Mat& scratch() { return K_[1]; }  // free between steps
 

@@ -100,9 +100,7 @@ inline void store_lane(const Lane* x, Index j0, Index nj, double* X) {
 template <int D, int P, bool Scatter, class PartList, class Finish>
 void small_lanes(const PartList& parts, const double* V, Index m, int p, Finish& finish) {
   const Index n_lanes = (m + kLane - 1) / kLane;
-  double rank = 0;
-  for (const auto& part : parts) rank += static_cast<double>(part.rank());
-  const double work = (Scatter ? 2.0 : 1.0) * D * static_cast<double>(m) * rank;
+  const double work = (Scatter ? 2.0 : 1.0) * D * static_cast<double>(m) * total_rank(parts);
   const Index per_block = std::max<Index>(1, kColBlock / kLane);
   parallel_blocks((n_lanes + per_block - 1) / per_block, work, [&](Index b) {
     const Index l1 = std::min(n_lanes, (b + 1) * per_block);
