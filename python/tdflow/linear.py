@@ -228,11 +228,13 @@ class DeepLinearFlow:
         ``sigma_k(W(t))`` for all t along the flow from ``layers0``, since f decreases and
         ``mu/2 ||W - W*||^2 <= f(W) - f* <= K/2 ||W - W*||^2``. ``sigma_k = 0`` for k > min(n_0, n_L);
         0 when mu = 0."""
-        n, m = self.dims[0], self.dims[-1]
-        k = min(n, m) if k is None else positive_int(k, "k")
-        dist = float(np.linalg.norm(self.product(layers0) - self.W_star))
+        k = min(self.dims[0], self.dims[-1]) if k is None else positive_int(k, "k")
+        return self._margin(self.product(layers0), k)
+
+    def _margin(self, W, k: int) -> float:  # margin() from the product W of validated layers
         if self.mu <= 0:
             return 0.0
+        dist = float(np.linalg.norm(W - self.W_star))
         return max(_singular_value(self.W_star, k) - math.sqrt(self.K / self.mu) * dist, 0.0)
 
     def rate_bound(self, layers, *, at_state: bool = False) -> RateBound:
@@ -266,7 +268,8 @@ class DeepLinearFlow:
         """
         layers = self._layers(layers)
         n, m = self.dims[0], self.dims[-1]
-        overflow = ValueError(f"layers: the product, the imbalances or the bounds' squares of them "
+        def overflow() -> ValueError:  # built only when raised: it scans every layer
+            return ValueError(f"layers: the product, the imbalances or the bounds' squares of them "
                               f"overflow float64 (largest entry "
                               f"{max(float(np.abs(M).max()) for M in layers):.3g}); no rate bound "
                               f"can be computed")
@@ -275,23 +278,23 @@ class DeepLinearFlow:
             scales = [float(np.sum(A * A) + np.sum(B * B)) for A, B in zip(layers[:-1], layers[1:])]
         if not (np.all(np.isfinite(W)) and all(np.all(np.isfinite(D)) for D in Ds)
                 and np.all(np.isfinite(scales))):
-            raise overflow
+            raise overflow()
 
         def sigma(k: int) -> float:
-            return _singular_value(W, k) if at_state else self.margin(layers, k)
+            return _singular_value(W, k) if at_state else self._margin(W, k)
 
         try:
             with np.errstate(over="ignore", invalid="ignore"):
                 cands, info = self._bound_candidates(layers, Ds, scales, sigma)
         except OverflowError:  # a Python float power past 1e308
-            raise overflow from None
+            raise overflow() from None
         if not cands:
             raise ValueError(
                 f"no rate bound of Min, Vidal, Mallada applies to dims {self.dims}: with L >= 4 "
                 f"matrix layers Theorem 3 needs unimodal imbalances (D_l >= 0 for l < l*, <= 0 after)")
         cands = {k: a for k, a in cands.items() if math.isfinite(a)}  # squares of D past 1e154
         if not cands:
-            raise overflow
+            raise overflow()
         kind = max(cands, key=cands.get)  # the first of the largest, in the order above
         alpha = max(cands[kind], 0.0)
         return RateBound(2 * self.mu * alpha, alpha, self.mu, self.K, sigma(min(n, m)), kind,
