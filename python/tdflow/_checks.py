@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -113,10 +112,3 @@ def generator(rng, name: str = "rng") -> np.random.Generator:
             raise ValueError(f"{name} must be {allowed}, got {int(rng)}")
         return np.random.default_rng(int(rng))
     raise TypeError(f"{name} must be {allowed}, got {show(rng)}")
-
-
-def path_like(x, name: str) -> str:
-    """A file or folder path (``str`` or ``os.PathLike``)."""
-    if not isinstance(x, (str, os.PathLike)) or not os.fspath(x):
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {show(x)}")
-    return os.fspath(x)

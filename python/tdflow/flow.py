@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import _core, gpu
-from ._checks import choice, positive_int, real_array, real_number
+from ._checks import choice, real_array, real_number
 from .cp import CPTensor
 from .options import SolverOptions
 from .progress import progress_bar, tqdm_replicas

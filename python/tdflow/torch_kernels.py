@@ -69,7 +69,6 @@ class TorchFlow:
         self.target_part = _Part(self.U, self.a, self.basis)
         self.target_norm = math.sqrt(max(self._inner([self.target_part]), 0.0))
         self.n_active = 0
-        self.n_rhs = 0
 
     # ---- conversions -------------------------------------------------------------------
     def to_device(self, W: np.ndarray):
@@ -178,7 +177,6 @@ class TorchFlow:
         Wbar, n, parts = self._prepare(W)
         P = self._contract(parts, Wbar, l - 1)
         s = (P * Wbar).sum(0)
-        self.n_rhs += 1
         return (l * n) * P - ((l - 2) * s + self.lam) * W
 
     def residual_norm_squared(self, W) -> float:
