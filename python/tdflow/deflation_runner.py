@@ -46,7 +46,7 @@ def start(target, m, seed, schedule, solver, active_tol, rng) -> DeflationResult
         epoch=np.zeros(m), kind=np.zeros(m), column=np.arange(m), t=np.zeros(m),
         previous=np.full(m, -1), escape_label=labels, escape_predicted=pred,
         joined=np.full(m, -1)))
-    tol = analysis.fit_tolerance(target.a, schedule.lam, schedule.fit_tol, schedule.eps)
+    tol = res.fit_tol
     if np.any(np.asarray(target.a) <= tol):
         res.warnings.append("some weights a_i are within fit_tol of 0: they count as fitted from "
                             "the start")
@@ -142,9 +142,7 @@ class Runner:
                     directional_residual=raw["directional_residual"], a_hat=ahat, norms=norms,
                     record_epoch=np.full(n, res.epoch, dtype=np.int64),
                     record_phase=np.full(n, phase, dtype=np.int64))
-        for k in RECORD_FIELDS:
-            v = rows[k]
-            res.records[k] = np.concatenate([res.records[k], v]) if k in res.records else v
+        append_rows(res.records, RECORD_FIELDS, rows)
         return {c: (float(raw["prop1_margin"][c]), float(raw["prop1_t"][c]))
                 for c in analysis.PROP1_CONDITIONS}
 
