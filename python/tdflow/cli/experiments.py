@@ -102,14 +102,15 @@ def _linear_three_layer(args) -> int:
     from ..linear_three_layer import plot_three_layer, run_three_layer
 
     out = Path(args.tl_out)
+    writable(out / "three_layer.npz", "--out")
     result = run_three_layer(n=args.tl_n, m=args.tl_m, h1=args.tl_h1, h2=args.tl_h2,
                              draws=args.tl_draws, seed=args.tl_seed, horizon=args.tl_horizon,
                              rtol=args.tl_rtol, progress=False if args.tl_quiet else None)
     print(result.summary())
-    npz = result.save(out / "three_layer.npz")
+    npz = save(result.save, out / "three_layer.npz")
     print(f"arrays: {npz}")
     if not args.tl_no_plot:
-        png = out / "three_layer.png"
+        png = npz.parent / "three_layer.png"
         plot_three_layer(result, png)
         print(f"figure: {png}")
     return 0 if result.holds() else 1
