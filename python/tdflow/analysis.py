@@ -256,14 +256,22 @@ def partition(W, U, a, discovered, *, lam: float, t1: float, c_rho: float = 0.1,
 
 @dataclasses.dataclass(frozen=True)
 class Lemma5Outcome:
-    """Lemma 5 of Ge et al. 2021 against a run, over the columns of ``S_∅`` at ``(s, 0)``:
+    """Lemma 5 of Ge et al. 2021 against a run, over the columns of ``S_∅`` at ``(s, 0)``.
 
-    * ``large_not_potential``: columns outside ``S_pot`` whose norm reached ``delta1`` by ``t1``
-      (5.1 predicts none);
+    tdflow counts consequences of the three statements that a run records, not the statements
+    themselves:
+
+    * ``large_not_potential``: columns outside ``S_pot`` whose norm reached ``delta1`` by ``t1``.
+      5.1 says more: such a column stays at ``||v|| = O(delta0)`` with every ``v̄_i^2 =
+      O(log(d)/d)`` for ``t <= t1``; neither bound (nor its constant) is checked, only that the
+      column does not reach ``delta1``, which 5.1 implies since ``delta1 >> delta0``.
     * ``good_undiscovered``: directions with ``S_{i,good}`` non-empty and ``S_i`` empty at
-      ``t1`` (5.2 predicts none);
-    * ``large_unjoined``: columns that reached ``delta1`` by ``t1`` without joining any ``S_i``
-      (5.3 predicts none)."""
+      ``t1``. 5.2 also says some column has norm ``>= delta1`` at ``t1``; not counted.
+    * ``large_unjoined``: columns that reached ``delta1`` by ``t1`` and are in no ``S_i`` at
+      ``t1``. 5.3 asks for membership at the time the norm is ``>= delta1``: a column that
+      crosses badly aligned (and is then reported by Proposition 1(d)) but crosses again aligned
+      before ``t1`` passes this count though it fails 5.3 at its first crossing; the run's
+      ``events`` (``joined`` False) show every such crossing."""
 
     large_not_potential: int
     good_undiscovered: int

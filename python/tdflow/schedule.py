@@ -30,7 +30,7 @@ def _field(default, help: str, parse=None):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """Parameters of Algorithm 2 of Ge et al. 2021 (all explicit; roles in the module docstring).
+    """Parameters of Algorithm 2 of Ge et al. 2021 (all explicit; their roles: the steps in :mod:`tdflow.deflation`).
 
     Phase lengths, measured from the start of epoch s (``beta = beta^(s)``)::
 
@@ -123,7 +123,8 @@ class Schedule:
         ``beta^(0) = ||T*||_F = 0.462``) epoch 0 is ``t1 = 56.1``, ``t2 = 134.1``, and every
         epoch is twice as long as the one before. What a run costs, measured
         (``deflate(target, 200, Schedule.theory(10, 1e-2, 200), rng=0)``, dopri5, rtol 1e-7, one
-        thread): see the "Theorem 1's schedule" section of README.md.
+        thread): 2 epochs, simulated time 402, 607 steps, 3710 right-hand sides, 0.40 s (m = 691:
+        3.5 s).
         """
         fields = {f.name for f in dataclasses.fields(cls)}
         overrides = {k: constants.pop(k) for k in list(constants) if k in fields}
