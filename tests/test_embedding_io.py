@@ -293,6 +293,25 @@ def test_full_disk_keeps_the_result(tmp_path, refuse_writes):
     np.testing.assert_array_equal(DeflationResult.load(res.save(tmp_path / "later")).W, ref.W)
 
 
+def test_cli_deflate_writes_the_result_once(tmp_path, capsys, monkeypatch):
+    real_write, writes = io.atomic_write, []
+
+    def write(path, fill):
+        writes.append(Path(path))
+        return real_write(path, fill)
+
+    monkeypatch.setattr(io, "atomic_write", write)
+    args = ["deflate", "--d", "8", "--r", "2", "--m", "12", "--quiet", "--max-epochs", "2",
+            "--checkpoint-every", "5", "--out", str(tmp_path / "run")]
+    cli.main(args)
+    assert writes == [tmp_path / "run.npz"]  # deflate's final checkpoint, not a second copy
+    assert f"result: {tmp_path / 'run.npz'}" in capsys.readouterr().out
+    assert DeflationResult.load(tmp_path / "run").n_epochs == 2
+    cli.main(args + ["--resume"])  # finished already: the file holds it, nothing is written
+    assert writes == [tmp_path / "run.npz"]
+    assert f"result: {tmp_path / 'run.npz'}" in capsys.readouterr().out
+
+
 def test_cli_writes_elsewhere_when_the_result_cannot_be_written(tmp_path, capsys, monkeypatch):
     real_save = DeflationResult.save
 

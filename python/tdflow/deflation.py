@@ -92,7 +92,8 @@ def deflate(
         ``.npz`` is appended unless the name ends with it (``"run"`` writes and resumes
         ``run.npz``). The folder is checked for writing before the run starts; a checkpoint that
         cannot be written later (disk full) gives a ``RuntimeWarning`` and the run goes on: the
-        result is returned all the same.
+        result is returned all the same, with ``checkpoint_failed`` True when the file does not
+        hold it (its final write failed: save it elsewhere).
     resume : bool
         If ``checkpoint`` exists, continue from it; it must hold the same target, ``m``, seed,
         schedule and integrator options (``ValueError`` otherwise). The schedule's
@@ -193,5 +194,6 @@ def _run(res: DeflationResult, checkpoint, every, progress, callback,
             if callback is not None:
                 callback(res)
     if checkpoint is not None and not ran:
-        save_checkpoint(res, checkpoint, warn=True)
+        saved = save_checkpoint(res, checkpoint, warn=True)
+    res.checkpoint_failed = checkpoint is not None and not saved
     return res

@@ -125,6 +125,9 @@ class DeflationResult(Outcome, Summarised):
         default_factory=lambda: _empty(PARTITION_FIELDS))
     directions: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     wall_time: float = 0.0
+    # not a field (never in files): set by deflate / resume, True when the checkpoint asked for
+    # does not hold this result (its final write failed), so that the caller saves it elsewhere
+    checkpoint_failed = False
 
     # ---- summaries -------------------------------------------------------------------------
     @property

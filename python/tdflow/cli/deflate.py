@@ -155,7 +155,8 @@ def _deflate(args) -> int:
                   checkpoint_every=args.checkpoint_every, resume=args.resume,
                   progress=False if args.quiet else None)
     print(res.summary())
-    print(f"result: {save(res.save, out)}")
+    # deflate's final checkpoint is the result file; written again only where that write failed
+    print(f"result: {save(res.save, out) if res.checkpoint_failed else out}")
     return 0 if res.success else 1
 
 
