@@ -6,7 +6,9 @@ Readers: ``io.load_npz`` (every result), ``DeflationResult.load`` / ``resume`` /
 a ``ValueError`` naming the file (or, for a sweep, a re-run), never a traceback from zlib/NumPy
 internals and never a wrong result: a damaged file that still loads must load as the original.
 """
+import builtins
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -332,6 +334,32 @@ def test_tdflow_plot_on_damaged_files(files, tmp_path, capsys, data):
         assert (tmp_path / "p.png").exists()
     else:
         assert rc == 2 and f"tdflow plot: error: {path}" in err and "Traceback" not in err
+
+
+def test_tdflow_plot_reads_the_file_once(run, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from tdflow.figure1 import run_figure1
+
+    fig1 = run_figure1([0], d=4, m=6, r=2, t_end=1.0, progress=False)
+    paths = [run.save(tmp_path / "run"), fig1.save(tmp_path / "fig1")]
+    real_open, real_digest, opened, digests = builtins.open, io._digest, [], []
+
+    def counting_open(file, *args, **kw):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) in map(str, paths):
+            opened.append(os.fspath(file))
+        return real_open(file, *args, **kw)
+
+    def counting_digest(*args):
+        digests.append(1)
+        return real_digest(*args)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "_digest", counting_digest)
+    for path in paths:
+        opened.clear(), digests.clear()
+        assert cli.main(["plot", str(path)]) == 0
+        assert opened == [str(path)] and len(digests) == 1  # read and hashed once
+        assert path.with_suffix(".png").stat().st_size > 0
 
 
 def test_plot_names_what_it_cannot_draw(tmp_path, capsys):

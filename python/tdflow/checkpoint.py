@@ -45,7 +45,12 @@ def save(res: DeflationResult, path) -> Path:
 def load(path) -> DeflationResult:
     """:meth:`DeflationResult.load`: read and check a file written by :func:`save`."""
     path = io.npz_path(path)
-    arrays, meta = io.load_npz(path, kind=KIND)
+    return from_npz(path, *io.load_npz(path, kind=KIND))
+
+
+def from_npz(path, arrays: dict, meta: dict) -> DeflationResult:
+    """The result in the ``arrays`` and ``meta`` that :func:`tdflow.io.load_npz` read from
+    ``path`` (named in errors), checked as :func:`load` does."""
     try:
         if meta.get("deflation_version", 1) != VERSION:
             raise ValueError(f"its records are version {meta.get('deflation_version', 1)}, "

@@ -85,7 +85,11 @@ class Figure1Result(Summarised):
 
     @classmethod
     def load(cls, path) -> "Figure1Result":
-        arrays, meta = io.load_npz(path, kind=KIND)
+        return cls.from_npz(path, *io.load_npz(path, kind=KIND))
+
+    @classmethod
+    def from_npz(cls, path, arrays: dict, meta: dict) -> "Figure1Result":
+        """The result in what :func:`tdflow.io.load_npz` read from ``path`` (named in errors)."""
         names = [f.name for f in dataclasses.fields(cls) if f.name != "params"]
         missing = [n for n in names if n not in arrays]
         if missing:

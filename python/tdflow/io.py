@@ -11,7 +11,7 @@ Every tdflow file goes through the helpers here (one rule for names, one writer,
   the member ``__meta__``, never a pickle (object arrays are refused on writing and on reading).
   The metadata holds a SHA-256 digest of the arrays and the metadata, so a damaged file
   (truncated, bit-flipped) or a file edited by hand is a ``ValueError`` naming the file, never a
-  wrong result or a traceback from zlib/NumPy;
+  wrong result or a traceback from zlib/NumPy; :func:`read_npz` reads a file of any kind;
 * :func:`check_writable` -- called before a long computation, so that a read-only or missing
   output folder is an error at the start, not after the work;
 * :func:`folder_lock` -- one process at a time in an output folder (sweeps).
@@ -297,17 +297,23 @@ def load_npz(path, *, kind: str) -> Tuple[dict, dict]:
     is damaged (truncated, bit-flipped, edited by hand), is not a tdflow file, or holds another
     kind of result than ``kind``.
     """
-    path = npz_path(path)
-    arrays, header = _read(path)
-    if header.get("kind") != kind:
-        raise ValueError(f"{path} holds a {header.get('kind')!r} result, expected {kind!r}")
-    return arrays, header.get("meta", {})
+    found, arrays, meta = read_npz(path)
+    if found != kind:
+        raise ValueError(f"{npz_path(path)} holds a {found!r} result, expected {kind!r}")
+    return arrays, meta
+
+
+def read_npz(path) -> Tuple[Any, dict, dict]:
+    """``(kind, arrays, meta)`` of any tdflow file, checked as :func:`load_npz` does: for a reader
+    that chooses by the kind (``tdflow plot``), in one read of the file."""
+    arrays, header = _read(npz_path(path))
+    return header.get("kind"), arrays, header.get("meta", {})
 
 
 def file_kind(path) -> str:
     """The kind of result (``"deflation"``, ``"figure1"``, ...) in a tdflow file, after checking
     the whole file as :func:`load_npz` does."""
-    return str(_read(npz_path(path))[1].get("kind"))
+    return str(read_npz(path)[0])
 
 
 def load_toml(path, name: str = "path") -> dict:

@@ -166,19 +166,19 @@ def _plot(args) -> int:
     path = io.npz_path(args.result, "result")
     if not path.exists():
         raise ValueError(f"no such file: {path}")
-    kind = io.file_kind(path)  # a damaged file is a ValueError naming it
+    kind, arrays, meta = io.read_npz(path)  # one read; a damaged file is a ValueError naming it
     out = Path(args.out) if args.out else path.parent
     png = writable(out / (path.name[: -len(io.SUFFIX)] + ".png"), "--out")
     if kind == "deflation":
-        from ..deflation_result import DeflationResult
+        from ..checkpoint import from_npz
         from ..plot import plot_deflation
 
-        plot_deflation(DeflationResult.load(path), png)
+        plot_deflation(from_npz(path, arrays, meta), png)
     elif kind == "figure1":
         from ..figure1 import Figure1Result
         from ..plot import plot_figure1
 
-        plot_figure1(Figure1Result.load(path), png)
+        plot_figure1(Figure1Result.from_npz(path, arrays, meta), png)
     else:
         raise ValueError(f"{path} holds a {kind!r} result; tdflow plot draws 'deflation' "
                          "(tdflow deflate) and 'figure1' (tdflow fig1) results")
