@@ -9,6 +9,7 @@ internals and never a wrong result: a damaged file that still loads must load as
 import builtins
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -166,19 +167,29 @@ def test_hand_edited_checkpoints_are_refused(run, tmp_path, edit):
 
 def test_edited_files_with_a_forged_checksum_are_checked_for_consistency(run, tmp_path):
     arrays, meta = io.load_npz(run.save(tmp_path / "run"), kind="deflation")
-    for what, change, msg in [
-        ("member", dict(member=np.full(run.m, 7)), "member must hold directions -1..1"),
-        ("epoch", dict(), "epoch 5 does not match the 2 epoch records"),
-        ("status", dict(), "status must be one of"),
-        ("options", dict(), "integrator options must be"),
+    options = meta["options"]
+    for what, change, edit, msg in [  # the messages of the checks of deflate's arguments
+        ("member", dict(member=np.full(run.m, 7)), {}, "member must hold directions -1..1"),
+        ("epoch", {}, dict(epoch=5), "epoch 5 does not match the 2 epoch records"),
+        ("epoch-bool", {}, dict(epoch=True), "epoch must be an integer >= 0, got True"),
+        ("status", {}, dict(status="done"), "status must be one of"),
+        ("beta", {}, dict(beta=True), "beta must be a real number, got True"),
+        ("beta-0", {}, dict(beta=0.0), "beta must be > 0, got 0"),
+        ("t", {}, dict(t=float("nan")), "t must be finite and >= 0, got nan"),
+        ("t-text", {}, dict(t="1.5"), "t must be a real number, got '1.5'"),
+        ("method", {}, dict(options=dict(options, method="euler2")),
+         r"integrator options: method must be one of \('euler', .*got 'euler2'"),
+        ("active_tol", {}, dict(options=dict(options, active_tol=-1.0)),
+         "integrator options: active_tol must be >= 0, got -1"),
+        ("unknown", {}, dict(options=dict(options, stepper=1)),
+         r"integrator options: unknown solver options \['stepper'\]"),
+        ("lacks", {}, dict(options={k: v for k, v in options.items() if k != "rtol"}),
+         r"integrator options lack \['rtol'\]"),
+        ("not-a-table", {}, dict(options=[1]), r"integrator options lack \['method'"),
     ]:
-        m = dict(meta, epoch=5) if what == "epoch" else dict(meta)
-        if what == "status":
-            m["status"] = "done"
-        if what == "options":
-            m["options"] = dict(meta["options"], method="euler2")
-        path = io.save_npz(tmp_path / what, dict(arrays, **change), m, kind="deflation")
-        with pytest.raises(ValueError, match=msg):
+        path = io.save_npz(tmp_path / what, dict(arrays, **change), dict(meta, **edit),
+                           kind="deflation")
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + msg):
             DeflationResult.load(path)
 
 

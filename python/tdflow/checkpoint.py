@@ -8,17 +8,16 @@ Behind :meth:`DeflationResult.save` / :meth:`DeflationResult.load`; the format i
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import io
-from ._checks import real_array
+from ._checks import positive_int, real_array, real_number
 from .deflation_result import (DIRECTION_FIELDS, EPOCH_FIELDS, EVENT_FIELDS, GROUPS, OPTION_NAMES,
                                PARTITION_FIELDS, REDRAW_FIELDS, STATUSES, DeflationResult)
-from .options import FIELDS, METHODS, SolverOptions
+from .options import SolverOptions
 from .schedule import Schedule
 from .solution import Status, status_arg
 from .target import Target
@@ -88,14 +87,15 @@ def from_npz(path, arrays: dict, meta: dict) -> DeflationResult:
         res = DeflationResult(target=target, m=m, seed=int(meta["seed"]), schedule=schedule,
                   **_options(meta["options"]), W=real_array(arrays["W"], "W", 2, (d, m)),
                   member=arrays["member"].astype(np.int64), armed=arrays["armed"].astype(bool),
-                  beta=float(meta["beta"]), epoch=int(meta["epoch"]), t=float(meta["t"]),
+                  beta=real_number(meta["beta"], "beta", minimum=0.0, strict=True),
+                  epoch=int(meta["epoch"]), t=real_number(meta["t"], "t", minimum=0.0),
                   rng_state=meta["rng_state"], status=status_arg(meta["status"], STATUSES),
                   warnings=list(meta["warnings"]), wall_time=float(meta["wall_time"]),
                   **groups)
         rng_from_state(res.rng_state)  # validates the state
-    except ValueError as err:
+    except (ValueError, TypeError) as err:  # TypeError: a value of the wrong type (the checks)
         raise ValueError(f"{path} is not a valid deflation result: {err}") from None
-    except (KeyError, TypeError) as err:
+    except KeyError as err:
         raise ValueError(f"{path} is not a valid deflation result: missing or bad {err}") from None
     return res
 
@@ -106,25 +106,25 @@ def _check_file_state(arrays, meta, groups, r) -> None:
     member = arrays["member"]
     if member.dtype.kind not in "iu" or np.any((member < -1) | (member >= r)):
         raise ValueError(f"member must hold directions -1..{r - 1}")
-    if not isinstance(meta["epoch"], int) or meta["epoch"] != groups["epochs"]["beta"].size:
+    if positive_int(meta["epoch"], "epoch", minimum=0) != groups["epochs"]["beta"].size:
         raise ValueError(f"epoch {meta['epoch']!r} does not match the "
                          f"{groups['epochs']['beta'].size} epoch records")
-    if not (math.isfinite(float(meta["beta"])) and float(meta["beta"]) > 0):
-        raise ValueError(f"beta must be finite and > 0, got {meta['beta']!r}")
-    if not (math.isfinite(float(meta["t"])) and float(meta["t"]) >= 0):
-        raise ValueError(f"t must be finite and >= 0, got {meta['t']!r}")
-    options = meta["options"]
-    if not isinstance(options, dict) or not set(OPTION_NAMES) <= set(options) or \
-            not set(options) <= set(OPTION_NAMES) | set(FIELDS) or options["method"] not in METHODS:
-        raise ValueError(f"integrator options must be {OPTION_NAMES} (and other fields of "
-                         f"SolverOptions) with a method of {METHODS}")
 
 
-def _options(options: dict) -> dict:
-    """``solver`` and ``active_tol`` of a file's integrator options (older files lack the
-    SolverOptions fields added since: they take their defaults)."""
-    solver = {k: v for k, v in options.items() if k != "active_tol"}
-    return dict(solver=SolverOptions.from_dict(solver), active_tol=float(options["active_tol"]))
+def _options(options) -> dict:
+    """``solver`` and ``active_tol`` of a file's integrator options, checked as ``deflate``
+    checks them (older files lack the SolverOptions fields added since: they take their
+    defaults; every file holds OPTION_NAMES)."""
+    missing = [k for k in OPTION_NAMES if not isinstance(options, dict) or k not in options]
+    if missing:
+        raise ValueError(f"integrator options lack {missing}; a deflation file holds "
+                         f"{list(OPTION_NAMES)}")
+    try:
+        return dict(solver=SolverOptions.from_dict({k: v for k, v in options.items()
+                                                    if k != "active_tol"}),
+                    active_tol=real_number(options["active_tol"], "active_tol", minimum=0.0))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"integrator options: {err}") from None
 
 
 def jsonable_state(state):
