@@ -325,7 +325,7 @@ class DeepLinearFlow:
             stars = [] if scalar else lb.unimodal_indices(Ds, 1e-12, scales)
             if stars:
                 homogeneous = lb.is_homogeneous(Ds, 1e-12, scales)
-                s_min = sigma(min(n, m)) if homogeneous else None
+                s_min = sigma(max(n, m)) if homogeneous else None  # sigma_k = 0 past min(n, m)
                 alphas = [lb.deep_unimodal_alpha(Ds, ls, n, m, s_min) for ls in stars]
                 best = int(np.argmax(alphas))
                 cands["deep-unimodal-homogeneous" if homogeneous else "deep-unimodal"] = alphas[best]

@@ -247,10 +247,13 @@ def deep_unimodal_alpha(Ds: Sequence, l_star: int, n: int, m: int,
 
         lambda_min(T) >= sqrt( (prod_i dtilde_(i))^2 + (L sigma_min^(2-2/L))^2 )
 
-    with ``sigma_min`` (a lower bound on) the least singular value of ``W``; with the margin
+    with ``sigma_min`` (a lower bound on) the least singular value of ``W``, in the paper's
+    convention ``sigma_k := 0`` for ``k > min(n, m)``: ``sigma_max(n,m)(W)``, so 0 unless
+    ``n = m``. With ``sigma_min(n,m)(W)`` instead, the bound fails for ``n != m``: balanced layers
+    have ``lambda_min(T) = sigma^(2-2/L)``, not ``L sigma^(2-2/L)`` (tested). With the margin
     ``nu_min`` in its place it is Corollary 2's rate (printed there as ``(L nu_min)^2``, which the
-    notes read as a typo for ``(L nu_min^(2-2/L))^2``: the balanced case gives exactly
-    ``L sigma^(2-2/L)``, tested). The caller checks the hypotheses (:func:`unimodal_indices`,
+    notes read as a typo for ``(L nu_min^(2-2/L))^2``: the balanced case with ``n = m`` gives
+    exactly ``L sigma^(2-2/L)``, tested). The caller checks the hypotheses (:func:`unimodal_indices`,
     :func:`is_homogeneous`). A cumulative imbalance that is -inf (a layer narrower than n or m:
     the theorem's lambda_n is undefined) gives the trivial bound 0; one that is negative by
     rounding (the caller's tolerance) counts as 0."""
