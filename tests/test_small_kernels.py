@@ -64,3 +64,37 @@ def test_small_flow_equals_reference_and_threads(rng, d, m, order):
                                    atol=1e-12)
         # a C-ordered (strided) state takes the same path
         np.testing.assert_array_equal(flow.rhs(np.ascontiguousarray(W)), runs[0])
+
+
+@pytest.mark.parametrize("d", [1, 4, 10, 16])
+@pytest.mark.parametrize("order", [3, 4, 6, 9])
+@pytest.mark.parametrize("k", [1, 7, 8, 9, 17, 1100])
+def test_small_norm_by_half_gram_equals_the_full_sum(rng, d, order, k):
+    """||T||_F^2 by the upper half of the Gram matrix (lanes masked on the diagonal) against the
+    plain double sum over every pair, brute-force d^l arrays where small, and bitwise equal for
+    1 and 2 threads (k = 1100 runs its lanes in parallel)."""
+    Z, c = parts(rng, d, k)
+    full = float(c @ ((Z.T @ Z) ** order) @ c)
+    runs = []
+    for n in (1, 2):
+        with tdflow.num_threads(n):
+            runs.append(_core._small(Z, c, None, order, "norm"))
+    assert runs[0] == runs[1]
+    scale = float(np.abs(c) @ (np.abs(Z.T @ Z) ** order) @ np.abs(c))
+    assert runs[0] == pytest.approx(max(full, 0.0), abs=1e-13 * scale)
+    if d ** order <= 5000:
+        assert runs[0] == pytest.approx(float(np.sum(ref.dense(Z, c, order) ** 2)), abs=1e-12 * scale)
+
+
+def test_recorded_loss_and_residuals_equal_the_separate_evaluations(rng):
+    """A run records ||T* - T|| and (T* - T)(u_i^l) with one preparation of each state: the same
+    numbers, bitwise, as flow.residual_norm and flow.directional_residual at the saved states (the
+    loss adds lam/2 ||W||^2, whose sum Eigen orders by the array's alignment)."""
+    target = tdflow.Target.random_unit(10, [1.0, 0.6, 0.3], rng)
+    flow = tdflow.GradientFlow(target, lam=0.01)
+    W0 = np.asfortranarray(rng.standard_normal((10, 37)) * 0.2)
+    tr = flow.integrate(W0, (0.0, 5.0), method="dop853", t_eval=np.linspace(0, 5, 7), save_states=True)
+    for W, loss, rnorm, dirs in zip(tr.states, tr.loss, tr.residual_norm, tr.directional_residual):
+        assert rnorm == flow.residual_norm(W)
+        assert loss == pytest.approx(flow.loss(W), rel=1e-15)
+        np.testing.assert_array_equal(dirs, flow.directional_residual(W))

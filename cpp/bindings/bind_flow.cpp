@@ -46,11 +46,11 @@ auto sizes(const FArray& w, const char* growth = "") {
 
 void Records::observe(GradientFlowSystem& sys, const RunArgs& args, double t, const Mat& W) {
   ts.push_back(t);
-  const double rn2 = sys.residual_norm_squared(W);
+  double rn2;
+  sys.record(W, rn2, directional);
   rnorms.push_back(std::sqrt(rn2));
   losses.push_back(0.5 * rn2 + 0.5 * sys.flow().lam() * W.squaredNorm());
-  const Vec dr = sys.directional_residual(W);
-  dirs.insert(dirs.end(), dr.data(), dr.data() + dr.size());
+  dirs.insert(dirs.end(), directional.data(), directional.data() + directional.size());
   if (args.save_norms) {
     const Vec n = W.colwise().norm().transpose();
     norms.insert(norms.end(), n.data(), n.data() + n.size());

@@ -22,6 +22,7 @@ struct Records {
   std::vector<double> ts, losses, rnorms, dirs, norms, states;
   Outcome outcome;
   std::string error;  // a C++ exception from a batch member
+  Vec directional;    // scratch of observe(): no allocation per record
 
   void observe(GradientFlowSystem& sys, const RunArgs& args, double t, const Mat& W);
   py::dict to_dict(const RunArgs& args, const Mat& W, py::ssize_t r) const;

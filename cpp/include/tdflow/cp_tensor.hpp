@@ -120,7 +120,8 @@ inline void scatter_block(const Part& part, Index k0, Index nk, const Mat& G, OB
 
 inline Index n_col_blocks(Index m) { return (m + kColBlock - 1) / kColBlock; }
 
-inline double total_rank(const Parts& parts) {
+template <class PartList>
+double total_rank(const PartList& parts) {
   double k = 0;
   for (const auto& p : parts) k += static_cast<double>(p.rank());
   return k;

@@ -247,13 +247,7 @@ class GradientFlow {
   // ||T* - T||_F^2, clamped at 0 (see norm_squared)
   double residual_norm_squared(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
     prepare(W, ws);
-    if (use_moment(ContractionCost::norm(dim(), order(), target_.rank(), ws.coef.size()))) {
-      moment_residual(ws, false);
-      return moment_norm_squared(*table_, ws.moment);
-    }
-    double v;
-    if (small_norm_squared(residual_parts(ws), order(), ws.eval, v)) return v;
-    return norm_squared(residual_parts(ws), order());
+    return prepared_norm_squared(ws);
   }
 
   double loss(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
@@ -264,6 +258,31 @@ class GradientFlow {
   Vec directional_residual(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
     prepare(W, ws);
     Vec out;
+    prepared_directional(ws, out);
+    return out;
+  }
+
+  // What a run records at a state, with one preparation of W (equal to the two calls above):
+  // ||T* - T||_F^2 and the directional residuals.
+  void record(const Eigen::Ref<const Mat>& W, Workspace& ws, double& norm_squared_out,
+              Vec& directional_out) const {
+    prepare(W, ws);
+    norm_squared_out = prepared_norm_squared(ws);
+    prepared_directional(ws, directional_out);
+  }
+
+ private:
+  double prepared_norm_squared(Workspace& ws) const {
+    if (use_moment(ContractionCost::norm(dim(), order(), target_.rank(), ws.coef.size()))) {
+      moment_residual(ws, false);
+      return moment_norm_squared(*table_, ws.moment);
+    }
+    double v;
+    if (small_norm_squared(residual_parts(ws), order(), ws.eval, v)) return v;
+    return norm_squared(residual_parts(ws), order());
+  }
+
+  void prepared_directional(Workspace& ws, Vec& out) const {
     if (use_moment(ContractionCost::directional(dim(), order(), target_.rank(), ws.coef.size()))) {
       moment_residual(ws, true);
       moment_contract(*table_, ws.moment, target_.U, ws.P);
@@ -275,10 +294,8 @@ class GradientFlow {
     } else {
       evaluate(residual_parts(ws), target_.U, order(), out);
     }
-    return out;
   }
 
- private:
   void prepare(const Eigen::Ref<const Mat>& W, Workspace& ws) const {
     if (W.rows() != dim())
       throw std::invalid_argument("W must have d = " + std::to_string(dim()) + " rows");
@@ -346,6 +363,9 @@ class GradientFlowSystem {
   }
   Vec directional_residual(const Eigen::Ref<const Mat>& W) {
     return flow_.directional_residual(W, ws_);
+  }
+  void record(const Eigen::Ref<const Mat>& W, double& norm_squared_out, Vec& directional_out) {
+    flow_.record(W, ws_, norm_squared_out, directional_out);
   }
 
  private:

@@ -11,6 +11,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -179,16 +180,101 @@ bool small_evaluate(const PartList& parts, const Eigen::Ref<const Mat>& V, int l
   return true;
 }
 
-// ||T||_F^2 = sum_b sum_j c_j T(z_j^l) over the components z_j of every part b, as
-// norm_squared() (clamped at 0), when small_fits(d, l): the whole Gram matrix, not its half as
-// self_inner(), but in registers. Returns false otherwise.
+namespace detail {
+
+// sum_{j, k} c_j c_k <z_j, z_k>^P over the columns of Z (d = D rows, k columns), with the
+// symmetry of the Gram matrix: lane J meets only the components from its own first column on,
+// those past the lane twice, those inside it by a mask (twice above the diagonal, once on it, not
+// below). Per-lane sums land in lane_sums and are added in order: no dependence on threads.
+template <int D, int P>
+double small_self_lanes(const double* Z, const double* c, Index k, int p, Vec& lane_sums) {
+  const Index n_lanes = (k + kLane - 1) / kLane;
+  lane_sums.resize(n_lanes);
+  const Index per_block = std::max<Index>(1, kColBlock / kLane);
+  const double work = 0.5 * D * static_cast<double>(k) * static_cast<double>(k);
+  parallel_blocks((n_lanes + per_block - 1) / per_block, work, [&](Index b) {
+    const Index l1 = std::min(n_lanes, (b + 1) * per_block);
+    for (Index lane = b * per_block; lane < l1; ++lane) {
+      const Index j0 = lane * kLane, nj = std::min<Index>(kLane, k - j0);
+      Lane v[D], cl;
+      load_lane<D>(Z, D, j0, nj, v);
+      load_lane<1>(c, 1, j0, nj, &cl);
+      Lane diag = Lane::Zero(), off = Lane::Zero();
+      const double* z = Z + j0 * D;
+      for (Index kk = j0; kk < k; ++kk, z += D) {
+        Lane g0 = v[0] * z[0], g1 = Lane::Zero();
+        for (int i = 1; i + 1 < D; i += 2) {
+          g0 += v[i] * z[i];
+          g1 += v[i + 1] * z[i + 1];
+        }
+        if (D % 2 == 0) g1 += v[D - 1] * z[D - 1];
+        const Lane h = c[kk] * lane_pow<P>(g0 + g1, p);
+        if (kk < j0 + nj) {
+          Lane mask;
+          for (int jj = 0; jj < kLane; ++jj) mask[jj] = kk - j0 > jj ? 2.0 : kk - j0 == jj ? 1.0 : 0.0;
+          diag += mask * h;
+        } else {
+          off += h;
+        }
+      }
+      lane_sums[lane] = (cl * (diag + 2.0 * off)).sum();
+    }
+  });
+  return lane_sums.sum();
+}
+
+template <int D>
+double small_self_q(const double* Z, const double* c, Index k, int q, Vec& lane_sums) {
+  switch (q) {
+    case 3: return small_self_lanes<D, 3>(Z, c, k, q, lane_sums);
+    case 4: return small_self_lanes<D, 4>(Z, c, k, q, lane_sums);
+    case 5: return small_self_lanes<D, 5>(Z, c, k, q, lane_sums);
+    case 6: return small_self_lanes<D, 6>(Z, c, k, q, lane_sums);
+    default: return small_self_lanes<D, 0>(Z, c, k, q, lane_sums);
+  }
+}
+
+}  // namespace detail
+
+// <P, P> = sum_{j, k} c_j c_k <z_j, z_k>^l for one part, as self_inner() (half the Gram matrix),
+// in registers, when small_fits(d, l) and Z is contiguous; returns false otherwise.
+inline bool small_self_inner(const Part& part, int l, Vec& scratch, double& out) {
+  const Index d = part.Z.rows(), k = part.rank();
+  if (!small_fits(d, l) || part.Z.outerStride() != d) return false;
+  if (k == 0 || part.basis) {
+    out = part.c.squaredNorm();  // orthonormal components (or none)
+    return true;
+  }
+  switch (d) {
+#define TDFLOW_SMALL_DIM(n) \
+  case n: out = detail::small_self_q<n>(part.Z.data(), part.c.data(), k, l, scratch); break;
+    TDFLOW_SMALL_DIM(1) TDFLOW_SMALL_DIM(2) TDFLOW_SMALL_DIM(3) TDFLOW_SMALL_DIM(4)
+    TDFLOW_SMALL_DIM(5) TDFLOW_SMALL_DIM(6) TDFLOW_SMALL_DIM(7) TDFLOW_SMALL_DIM(8)
+    TDFLOW_SMALL_DIM(9) TDFLOW_SMALL_DIM(10) TDFLOW_SMALL_DIM(11) TDFLOW_SMALL_DIM(12)
+    TDFLOW_SMALL_DIM(13) TDFLOW_SMALL_DIM(14) TDFLOW_SMALL_DIM(15) TDFLOW_SMALL_DIM(16)
+#undef TDFLOW_SMALL_DIM
+  }
+  return true;
+}
+
+// ||T||_F^2 = sum_a <P_a, P_a> + 2 sum_{a<b} <P_a, P_b>, as norm_squared() (clamped at 0), when
+// small_fits(d, l): each part's own Gram matrix by halves (small_self_inner), the cross terms as
+// sum_j c_j T_b(z_j^l) over the smaller part's columns. Returns false otherwise.
 template <class PartList>
 bool small_norm_squared(const PartList& parts, int l, Vec& scratch, double& out) {
   double v = 0.0;
-  for (const auto& part : parts) {
-    if (part.rank() == 0) continue;
-    if (!small_evaluate(parts, part.Z, l, scratch)) return false;
-    v += scratch.dot(part.c);
+  for (size_t a = 0; a < parts.size(); ++a) {
+    double self;
+    if (!small_self_inner(parts[a], l, scratch, self)) return false;
+    v += self;
+    for (size_t b = a + 1; b < parts.size(); ++b) {
+      const bool a_smaller = parts[a].rank() <= parts[b].rank();
+      const Part& cols = a_smaller ? parts[a] : parts[b];
+      const Part& comps = a_smaller ? parts[b] : parts[a];
+      if (cols.rank() == 0 || comps.rank() == 0) continue;
+      if (!small_evaluate(std::array<Part, 1>{comps}, cols.Z, l, scratch)) return false;
+      v += 2.0 * scratch.dot(cols.c);
+    }
   }
   out = std::isfinite(v) ? std::max(v, 0.0) : v;
   return true;
