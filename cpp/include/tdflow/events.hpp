@@ -130,7 +130,8 @@ class DeflationWatch {
   void locate(const StepView& v, Index k, bool was_below) {
     const Index d = v.W.rows();
     const double d1sq = p_.delta1 * p_.delta1;
-    Vec y(d);
+    Vec& y = column_;
+    y.resize(d);
     double lo = 0.0, hi = 1.0;
     double glo = v.W.col(k).squaredNorm() - d1sq, ghi = v.Wn.col(k).squaredNorm() - d1sq;
     double theta = 1.0;
@@ -177,8 +178,11 @@ class DeflationWatch {
     checks_ += 1;
     const Index r = U_.cols(), m = W.cols();
     const double d1sq = p_.delta1 * p_.delta1;
-    Vec ahat = Vec::Zero(r), mis_sum = Vec::Zero(r);
-    std::vector<char> nonempty(r, 0);
+    Vec &ahat = ahat_, &mis_sum = mis_sum_;  // members: no allocation per accepted step
+    ahat.setZero(r);
+    mis_sum.setZero(r);
+    std::vector<char>& nonempty = nonempty_;
+    nonempty.assign(r, 0);
     for (Index k = 0; k < m; ++k) {
       const double n2 = W.col(k).squaredNorm();
       below_[k] = n2 < d1sq;
@@ -213,6 +217,9 @@ class DeflationWatch {
   std::vector<Crossing> crossings_;
   Prop1Margins margins_;
   long checks_ = 0;
+  Vec ahat_, mis_sum_;           // check()'s scratch: sum ||w_k||^2 and of ||w_k||^2 (1 - wbar_i^2)
+  std::vector<char> nonempty_;   // per direction
+  Vec column_;                   // locate()'s point on the continuous extension
 };
 
 // A tick for the steppers that hands every accepted step to watch.step, then runs tick(t).

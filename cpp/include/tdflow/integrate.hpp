@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <sstream>
 #include <type_traits>
@@ -73,10 +72,24 @@ struct Outcome {
 // which writes column j of the continuous extension at t + theta (t_new - t), theta in [0, 1]
 // (the method's dense output, tableaux.hpp).
 struct StepView {
+  // A non-owning reference to the stepper's callable: unlike std::function, its captures never
+  // go to the heap (one view per accepted step).
+  class ColumnFn {
+   public:
+    template <class F>
+    explicit ColumnFn(F& f)
+        : obj_(&f), call_([](void* o, double th, Index j, double* y) { (*static_cast<F*>(o))(th, j, y); }) {}
+    void operator()(double th, Index j, double* y) const { call_(obj_, th, j, y); }
+
+   private:
+    void* obj_;
+    void (*call_)(void*, double, Index, double*);
+  };
+
   double t, t_new;
   const Mat& W;
   const Mat& Wn;
-  std::function<void(double, Index, double*)> column;
+  ColumnFn column;
 };
 
 namespace detail {
@@ -120,10 +133,11 @@ template <class Sys, class Tick>
 void show_step(Tick& tick, RungeKutta& rk, Sys& sys, double t, double t_new, const Mat& W,
                const Mat& Wn, double h, Mat& Y, Outcome& out) {
   if constexpr (has_step<std::remove_reference_t<Tick>>::value) {
-    tick.step(StepView{t, t_new, W, Wn, [&](double th, Index j, double* y) {
-                         out.n_rhs += rk.prepare_dense(sys, W, h, Y);
-                         rk.dense_column(th, j, W, Wn, h, y);
-                       }});
+    auto column = [&](double th, Index j, double* y) {
+      out.n_rhs += rk.prepare_dense(sys, W, h, Y);
+      rk.dense_column(th, j, W, Wn, h, y);
+    };
+    tick.step(StepView{t, t_new, W, Wn, StepView::ColumnFn(column)});
   }
 }
 
