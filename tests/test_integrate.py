@@ -187,6 +187,48 @@ def test_progress_callback_error_is_raised_with_partial_trajectory(small_problem
     assert raw["t_final"] == pytest.approx(0.02)
 
 
+def _core_runs(rng):
+    """The three integrate entry points of the core (they share common.hpp's run_released):
+    each as a function of (progress, progress_interval) running rk4 with h = 0.01 to t = 0.1."""
+    flow = tdflow.GradientFlow(tdflow.Target.random_unit(4, [1.0, 0.7], rng), lam=0.01)
+    W0 = 0.5 * rng.standard_normal((4, 3))
+    lin = tdflow.DeepLinearFlow(np.diag([2.0, 1.0]), (2,))
+    theta0 = lin.pack(lin.random_layers(0, 0.3))
+    step = (0.0, np.linspace(0, 0.1, 3), "rk4", 0.01, 1e-8, 0.0, np.inf, 0)
+    return {
+        "integrate": lambda cb, dt: flow._core.integrate(W0, *step, False, False, cb, dt),
+        "integrate_joins": lambda cb, dt: tdflow._core.integrate_joins(
+            flow._core, W0, *step, False, False, np.full(3, -1), 0.1, 0.3, 1, 0.4, 0.5, cb, dt),
+        "linear": lambda cb, dt: lin._core.integrate(theta0, *step, False, False, False, cb, dt),
+    }
+
+
+@pytest.mark.parametrize("entry", ["integrate", "integrate_joins", "linear"])
+def test_end_of_run_is_the_same_in_every_entry_point(rng, entry):
+    """A finished run reports progress last at t_final; an error in the callback stops the run
+    at that step and comes back in the result (status 'stopped'), as does none without one."""
+    run = _core_runs(rng)[entry]
+    seen = []
+    raw = run(seen.append, 0.0)  # interval 0: a report after every step, then the final one
+    assert raw["status"] == "finished" and raw["error"] is None
+    assert raw["t_final"] == pytest.approx(0.1) and seen[-1] == raw["t_final"]
+    assert len(seen) == raw["n_steps"] + 1
+    assert run(None, 0.0)["error"] is None
+
+    class Boom(Exception):
+        pass
+
+    def fail_third(t):
+        seen.append(t)
+        if len(seen) == 3:
+            raise Boom("stop")
+
+    seen.clear()
+    raw = run(fail_third, 0.0)
+    assert raw["status"] == "stopped" and isinstance(raw["error"], Boom)
+    assert raw["n_steps"] == 3 and raw["t_final"] == pytest.approx(0.03) and len(seen) == 3
+
+
 def test_integrate_validation(small_problem):
     flow, W0 = small_problem
     with pytest.raises(ValueError, match="method must be one of"):

@@ -3,6 +3,7 @@
 #include "gradient_flow.hpp"
 
 #include <cmath>
+#include <type_traits>
 
 #include "tdflow/events.hpp"
 
@@ -43,19 +44,14 @@ py::dict integrate_joins_py(PyGradientFlow& self, py::handle W0, double t0, py::
   Records rec;
   Ticker ticker(std::move(progress), progress_interval);
   DeflationWatch watch(target.U, target.basis, target.a, params, std::move(member), W, args.t0);
-  {
-    py::gil_scoped_release release;
-    auto base_tick = [&](double t) { return ticker(t); };
+  rec.outcome = run_released(ticker, [&](auto& base_tick, auto& poll) {
     GradientFlowSystem sys(self.flow);
-    WatchedTick<DeflationWatch, decltype(base_tick)> tick{watch, base_tick};
-    rec.outcome = tdflow::integrate(
-        sys, args.method, W, args.t0, args.t_eval, args.opt,
-        [&](double t, const Mat& Wt) { rec.observe(sys, args, t, Wt); }, tick,
-        [&]() { return ticker.poll(); });
-  }
-  if (rec.outcome.status == Status::Finished) ticker.call(rec.outcome.t);
-  py::dict out = rec.to_dict(args, W, target.rank());
-  out["error"] = ticker.error();
+    WatchedTick<DeflationWatch, std::remove_reference_t<decltype(base_tick)>> tick{watch, base_tick};
+    return tdflow::integrate(sys, args.method, W, args.t0, args.t_eval, args.opt,
+                             [&](double t, const Mat& Wt) { rec.observe(sys, args, t, Wt); },
+                             tick, poll);
+  });
+  py::dict out = rec.to_dict(args, W, target.rank(), ticker.error());
   const auto& ev = watch.crossings();
   const py::ssize_t n = static_cast<py::ssize_t>(ev.size());
   py::array_t<long long> cols(n), dirs(n);

@@ -58,7 +58,8 @@ void Records::observe(GradientFlowSystem& sys, const RunArgs& args, double t, co
   if (args.save_states) states.insert(states.end(), W.data(), W.data() + W.size());
 }
 
-py::dict Records::to_dict(const RunArgs& args, const Mat& W, py::ssize_t r) const {
+py::dict Records::to_dict(const RunArgs& args, const Mat& W, py::ssize_t r,
+                          py::object error) const {
   const py::ssize_t n = static_cast<py::ssize_t>(ts.size()), d = W.rows(), m = W.cols();
   py::dict out;
   out["t"] = py::array_t<double>(n, ts.data());
@@ -72,7 +73,7 @@ py::dict Records::to_dict(const RunArgs& args, const Mat& W, py::ssize_t r) cons
     out["states"] = s.attr("transpose")(0, 2, 1);
   }
   out["W"] = W;
-  put_outcome(out, outcome);
+  put_outcome(out, outcome, std::move(error));
   return out;
 }
 
@@ -128,18 +129,13 @@ py::dict PyGradientFlow::integrate(py::handle W0, double t0, py::handle t_eval,
   const RunArgs args(t0, t_eval, method, h, rtol, atol, max_step, max_steps, save_norms, save_states);
   Records rec;
   Ticker ticker(std::move(progress), progress_interval);
-  {
-    py::gil_scoped_release release;
+  rec.outcome = run_released(ticker, [&](auto& tick, auto& poll) {
     GradientFlowSystem sys(flow);
-    rec.outcome = tdflow::integrate(
-        sys, args.method, W, args.t0, args.t_eval, args.opt,
-        [&](double t, const Mat& Wt) { rec.observe(sys, args, t, Wt); },
-        [&](double t) { return ticker(t); }, [&]() { return ticker.poll(); });
-  }
-  if (rec.outcome.status == Status::Finished) ticker.call(rec.outcome.t);  // final update
-  py::dict out = rec.to_dict(args, W, flow.target().rank());
-  out["error"] = ticker.error();
-  return out;
+    return tdflow::integrate(sys, args.method, W, args.t0, args.t_eval, args.opt,
+                             [&](double t, const Mat& Wt) { rec.observe(sys, args, t, Wt); },
+                             tick, poll);
+  });
+  return rec.to_dict(args, W, flow.target().rank(), ticker.error());
 }
 
 // Independent replicas (one d x m initial state each, W0s of shape (n, d, m)), run in parallel
@@ -224,9 +220,7 @@ py::tuple PyGradientFlow::integrate_batch(py::handle W0s_obj, double t0, py::han
       out.append(py::none());
       continue;
     }
-    py::dict dct = recs[i].to_dict(args, Ws[i], flow.target().rank());
-    dct["error"] = py::none();
-    out.append(dct);
+    out.append(recs[i].to_dict(args, Ws[i], flow.target().rank(), py::none()));
   }
   return py::make_tuple(out, ticker.error());
 }

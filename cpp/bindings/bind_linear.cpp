@@ -78,13 +78,10 @@ struct PyDeepLinearFlow {
       if (save_states) states.insert(states.end(), th.data(), th.data() + th.size());
     };
     Ticker ticker(std::move(progress), progress_interval);
-    Outcome res;
-    {
-      py::gil_scoped_release release;
-      res = tdflow::integrate(flow, args.method, theta, args.t0, args.t_eval, args.opt, observe,
-                              [&](double t) { return ticker(t); }, [&]() { return ticker.poll(); });
-    }
-    if (res.status == Status::Finished) ticker.call(res.t);
+    const Outcome res = run_released(ticker, [&](auto& tick, auto& poll) {
+      return tdflow::integrate(flow, args.method, theta, args.t0, args.t_eval, args.opt, observe,
+                               tick, poll);
+    });
 
     const py::ssize_t n = static_cast<py::ssize_t>(ts.size());
     py::dict out;
@@ -106,8 +103,7 @@ struct PyDeepLinearFlow {
       out["states"] = s.attr("transpose")(0, 2, 1);
     }
     out["theta"] = theta;
-    put_outcome(out, res);
-    out["error"] = ticker.error();
+    put_outcome(out, res, ticker.error());
     return out;
   }
 };

@@ -107,13 +107,14 @@ const char* status_name(Status s) {
 }
 }  // namespace
 
-void put_outcome(py::dict& out, const Outcome& o) {
+void put_outcome(py::dict& out, const Outcome& o, py::object error) {
   out["status"] = status_name(o.status);
   out["t_final"] = o.t;
   out["n_steps"] = o.n_steps;
   out["n_rhs"] = o.n_rhs;
   out["n_rejected"] = o.n_rejected;
   out["h_last"] = o.h;
+  out["error"] = std::move(error);
 }
 
 StepArgs::StepArgs(double t0_, py::handle t_eval_obj, const std::string& method_name, double h,

@@ -41,14 +41,18 @@ inline bool all_finite(double x) { return std::isfinite(x); }
 template <class Derived>
 bool all_finite(const Eigen::DenseBase<Derived>& x) { return x.allFinite(); }
 
+// compute() run without the GIL (it touches no Python object); its result is built before the
+// GIL is taken again.
+template <class Compute>
+auto without_gil(Compute&& compute) {
+  py::gil_scoped_release release;
+  return compute();
+}
+
 // compute() run without the GIL; its result refused as require_finite says when it overflowed.
 template <class Compute, class Sizes>
 auto released(const char* what, Compute&& compute, Sizes&& sizes) {
-  decltype(compute()) out;
-  {
-    py::gil_scoped_release release;
-    out = compute();
-  }
+  auto out = without_gil(compute);
   require_finite(all_finite(out), what, sizes);
   return out;
 }
@@ -85,11 +89,26 @@ class Ticker {
   py::object error_ = py::none();
 };
 
+// A run of the steppers without the GIL, as every integrate entry point makes it: run(tick, poll)
+// gets the ticker's callbacks (tick after an accepted step, poll after a rejected one) and
+// returns the Outcome; a finished run then gets its last progress report, the GIL held again.
+template <class Run>
+Outcome run_released(Ticker& ticker, Run&& run) {
+  const Outcome o = without_gil([&] {
+    auto tick = [&](double t) { return ticker(t); };
+    auto poll = [&]() { return ticker.poll(); };
+    return run(tick, poll);
+  });
+  if (o.status == Status::Finished) ticker.call(o.t);  // final update
+  return o;
+}
+
 // The method named `name` (tableaux.hpp); ValueError listing the names otherwise.
 const Tableau& parse_method(const std::string& name);
 
-// How a run ended, in the result dict of every integrate entry point.
-void put_outcome(py::dict& out, const Outcome& o);
+// How a run ended, in the result dict of every integrate entry point: the Outcome and `error`,
+// the Python error that stopped it (None: none; Python raises it, see solution.check_outcome).
+void put_outcome(py::dict& out, const Outcome& o, py::object error);
 
 // Validated stepping options and recording times, shared by every integrate entry point.
 struct StepArgs {

@@ -25,7 +25,8 @@ struct Records {
   Vec directional;    // scratch of observe(): no allocation per record
 
   void observe(GradientFlowSystem& sys, const RunArgs& args, double t, const Mat& W);
-  py::dict to_dict(const RunArgs& args, const Mat& W, py::ssize_t r) const;
+  // `error`: the Python error that stopped the run (None: none)
+  py::dict to_dict(const RunArgs& args, const Mat& W, py::ssize_t r, py::object error) const;
 };
 
 // _core.GradientFlow
