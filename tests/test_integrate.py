@@ -148,6 +148,21 @@ def test_tableaux_are_consistent():
         tdflow._core.tableau("rk45")
 
 
+def test_unknown_method_has_one_message(small_problem):
+    """The tableau lookup and the integrate entry points refuse an unknown method alike."""
+    flow, W0 = small_problem
+    names = tdflow._core.methods()
+    expected = ("method must be " + ", ".join(f"'{m}'" for m in names[:-1])
+                + f" or '{names[-1]}', got 'rk45'")
+    with pytest.raises(ValueError) as run:
+        flow._core.integrate(W0, 0.0, [0.0, 1.0], "rk45", 0.1, 1e-8, 0.0, np.inf, 0, False, False,
+                             None, 0.1)
+    assert str(run.value) == expected
+    with pytest.raises(ValueError) as tab:
+        tdflow._core.tableau("rk45")
+    assert str(tab.value) == "no tableau: " + expected
+
+
 def test_nonfinite_state_raises_and_keeps_last_finite_state():
     flow = tdflow.GradientFlow(tdflow.Target.orthogonal(3, [1.0]))
     W0 = np.array([[3.0], [0.0], [0.0]])

@@ -1,7 +1,7 @@
 // The steppers' data (tableaux.hpp) and the step-size controller's constants (controller.hpp),
 // exported so that the torch stepper (torch_stepper.py) runs the very same numbers rather than
 // a second copy.
-#include "pybind11.hpp"
+#include "common.hpp"
 
 #include <string>
 #include <utility>
@@ -38,13 +38,7 @@ py::dict controller(const Tableau& t) {
 }
 
 py::dict tableau(const std::string& name) {
-  const Tableau* found = find_method(name);
-  if (!found) {
-    std::string names;
-    for (const Tableau* t : kMethods) names += std::string(names.empty() ? "'" : ", '") + t->name + "'";
-    throw py::value_error("no tableau for '" + name + "' (methods: " + names + ")");
-  }
-  const Tableau& t = *found;
+  const Tableau& t = parse_method(name, "no tableau: ");
   const int s = t.stages, n = t.dense_stages;
   py::dict out;
   out["name"] = t.name;

@@ -85,13 +85,13 @@ bool Ticker::due(bool progress, double t) {
   return call(t, report);
 }
 
-const Tableau& parse_method(const std::string& name) {
+const Tableau& parse_method(const std::string& name, const std::string& context) {
   if (const Tableau* t = find_method(name)) return *t;
   std::string names;
   const size_t n = std::size(kMethods);
   for (size_t i = 0; i < n; ++i)
     names += (i == 0 ? "'" : i + 1 == n ? " or '" : ", '") + std::string(kMethods[i]->name) + "'";
-  throw py::value_error("method must be " + names + ", got '" + name + "'");
+  throw py::value_error(context + "method must be " + names + ", got '" + name + "'");
 }
 
 namespace {

@@ -103,8 +103,9 @@ Outcome run_released(Ticker& ticker, Run&& run) {
   return o;
 }
 
-// The method named `name` (tableaux.hpp); ValueError listing the names otherwise.
-const Tableau& parse_method(const std::string& name);
+// The method named `name` (tableaux.hpp); otherwise ValueError listing the names, its message
+// after `context` (what was asked for, e.g. "no tableau: ").
+const Tableau& parse_method(const std::string& name, const std::string& context = "");
 
 // How a run ended, in the result dict of every integrate entry point: the Outcome and `error`,
 // the Python error that stopped it (None: none; Python raises it, see solution.check_outcome).
