@@ -81,12 +81,6 @@ PyGradientFlow::PyGradientFlow(py::handle U, py::handle a, int order, double lam
                                double active_tol, const std::string& contraction)
     : flow(make_flow(U, a, order, lam, active_tol, contraction)) {}
 
-FArray PyGradientFlow::view(py::handle W, const char* name) const {
-  FArray w = as_real_array(W, name, 2, flow.dim());
-  if (w.shape(1) < 1) throw py::value_error(std::string(name) + " must have m >= 1 columns");
-  return w;
-}
-
 Mat PyGradientFlow::rhs(py::handle W) {
   FArray w = view(W);
   return released(
@@ -155,7 +149,11 @@ py::tuple PyGradientFlow::integrate_batch(py::handle W0s_obj, double t0, py::han
   const py::ssize_t n = W0s.shape(0);
   std::vector<Mat> Ws;
   Ws.reserve(n);
-  for (py::ssize_t i = 0; i < n; ++i) Ws.push_back(state(W0s[py::int_(i)], "W0s[i]"));
+  for (py::ssize_t i = 0; i < n; ++i) {
+    // a replica of a C-ordered stack is a row-major d x m view: copied once, into its state
+    const CArray w = view<CArray>(W0s[py::int_(i)], "W0s[i]");
+    Ws.emplace_back(Eigen::Map<const RowMat>(w.data(), w.shape(0), w.shape(1)));
+  }
   const RunArgs args(t0, t_eval, method, h, rtol, atol, max_step, max_steps, save_norms, save_states);
   std::vector<Records> recs(n);
   std::vector<char> started(n, 0);

@@ -14,8 +14,9 @@ std::string shape_str(const py::array& a) {
   return s.str();
 }
 
-FArray as_real_array(py::handle obj, const char* name, int ndim, py::ssize_t rows,
-                     py::ssize_t cols) {
+template <class Array>
+Array as_real_array(py::handle obj, const char* name, int ndim, py::ssize_t rows,
+                    py::ssize_t cols) {
   py::array arr = py::array::ensure(obj);
   if (!arr) throw py::type_error(std::string(name) + " must be an array of real numbers");
   const char kind = arr.dtype().kind();
@@ -32,13 +33,15 @@ FArray as_real_array(py::handle obj, const char* name, int ndim, py::ssize_t row
     s << (ndim == 1 ? ",)" : ")") << ", got " << shape_str(arr);
     throw py::value_error(s.str());
   }
-  FArray f = FArray::ensure(arr);
+  Array f = Array::ensure(arr);
   const double* p = f.data();
   for (py::ssize_t i = 0; i < f.size(); ++i)
     if (!std::isfinite(p[i]))
       throw py::value_error(std::string(name) + " contains NaN or Inf");
   return f;
 }
+template FArray as_real_array<FArray>(py::handle, const char*, int, py::ssize_t, py::ssize_t);
+template CArray as_real_array<CArray>(py::handle, const char*, int, py::ssize_t, py::ssize_t);
 
 std::string num(double x) {
   std::ostringstream s;

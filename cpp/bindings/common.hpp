@@ -18,13 +18,21 @@ namespace tdflow::bindings {
 
 // float64, Fortran order: such arrays are used without a copy
 using FArray = py::array_t<double, py::array::f_style | py::array::forcecast>;
+// float64, C order: the replicas of a C-ordered stack (n, d, m) are read without a copy
+using CArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 std::string shape_str(const py::array& a);
 
-// A real float64 Fortran-ordered view of `obj`; TypeError for non-numeric data, ValueError for a
-// wrong number of dimensions, a wrong extent (-1: any) or a non-finite entry.
-FArray as_real_array(py::handle obj, const char* name, int ndim, py::ssize_t rows = -1,
-                     py::ssize_t cols = -1);
+// A real float64 view of `obj` in the order of Array (FArray or CArray); TypeError for
+// non-numeric data, ValueError for a wrong number of dimensions, a wrong extent (-1: any) or a
+// non-finite entry.
+template <class Array = FArray>
+Array as_real_array(py::handle obj, const char* name, int ndim, py::ssize_t rows = -1,
+                    py::ssize_t cols = -1);
+extern template FArray as_real_array<FArray>(py::handle, const char*, int, py::ssize_t,
+                                             py::ssize_t);
+extern template CArray as_real_array<CArray>(py::handle, const char*, int, py::ssize_t,
+                                             py::ssize_t);
 
 std::string num(double x);  // 3 significant digits, for messages
 

@@ -36,8 +36,13 @@ struct PyGradientFlow {
   PyGradientFlow(py::handle U, py::handle a, int order, double lam, double active_tol,
                  const std::string& contraction);
 
-  // A validated view of W (no copy when it is float64 and Fortran-ordered).
-  FArray view(py::handle W, const char* name = "W") const;
+  // A validated view of W (no copy when it is float64 in the order of Array).
+  template <class Array = FArray>
+  Array view(py::handle W, const char* name = "W") const {
+    Array w = as_real_array<Array>(W, name, 2, flow.dim());
+    if (w.shape(1) < 1) throw py::value_error(std::string(name) + " must have m >= 1 columns");
+    return w;
+  }
   Mat state(py::handle W, const char* name = "W") const { return Mat(mat_of(view(W, name))); }
 
   Mat rhs(py::handle W);
