@@ -2,6 +2,9 @@
 
 Skipped as a whole without torch; the CUDA test is skipped without a CUDA device.
 """
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -57,6 +60,21 @@ def test_model_agrees_with_core(rng, order, kind, active_tol):
     assert tor.loss(W) == pytest.approx(cpu.loss(W), rel=1e-10)
     assert tor.residual_norm(W) == pytest.approx(cpu.residual_norm(W), rel=1e-10)
     assert_rel(tor.directional_residual(W), cpu.directional_residual(W), 1e-10)
+
+
+def test_kernels_share_the_core_constants():
+    """The active set's buckets and the underflow threshold of torch_kernels are flow.hpp's,
+    read through _core; the buckets hold the exponent of every finite square (0 at the bottom)."""
+    src = (Path(__file__).resolve().parents[1] / "cpp/include/tdflow/flow.hpp").read_text()
+    min_exp, buckets = map(int, re.search(r"kMinExp = (-?\d+), kBuckets = (\d+);", src).groups())
+    underflow = float(re.search(r"kUnderflowNorm = ([-+.0-9e]+);", src).group(1))
+    core = tdflow._core
+    assert (core.ACTIVE_SET_MIN_EXP, core.ACTIVE_SET_BUCKETS, core.UNDERFLOW_NORM) == (
+        min_exp, buckets, underflow)
+    assert (torch_kernels._MIN_EXP, torch_kernels._N_BUCKETS, torch_kernels._UNDERFLOW) == (
+        min_exp, buckets, underflow)
+    _, exps = np.frexp([np.nextafter(0.0, 1.0), np.finfo(float).max])
+    assert min_exp < exps[0] and exps[1] <= min_exp + buckets - 1
 
 
 @pytest.mark.parametrize("kind", ["basis", "general"])

@@ -224,6 +224,10 @@ py::tuple PyGradientFlow::integrate_batch(py::handle W0s_obj, double t0, py::han
 }
 
 void register_flow(py::module_& m) {
+  // the constants of flow.hpp that the torch backend (torch_kernels.py) must share
+  m.attr("ACTIVE_SET_MIN_EXP") = ActiveSet::kMinExp;
+  m.attr("ACTIVE_SET_BUCKETS") = ActiveSet::kBuckets;
+  m.attr("UNDERFLOW_NORM") = kUnderflowNorm;
   py::class_<PyGradientFlow>(m, "GradientFlow")
       .def(py::init<py::handle, py::handle, int, double, double, const std::string&>(), py::arg("U"),
            py::arg("a"), py::arg("order"), py::arg("lam"), py::arg("active_tol") = 0.0,

@@ -13,6 +13,9 @@ _F64 = npt.NDArray[np.float64]
 
 __version__: str
 has_openmp: bool
+ACTIVE_SET_MIN_EXP: int  # flow.hpp's ActiveSet buckets (shared with torch_kernels.py)
+ACTIVE_SET_BUCKETS: int
+UNDERFLOW_NORM: float  # column norms below it are recomputed scaled (flow.hpp)
 
 def get_max_threads() -> int: ...
 def set_max_threads(n: int) -> None: ...

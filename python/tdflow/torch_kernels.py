@@ -19,10 +19,13 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import _core
+
 BLOCK = 4096  # default Gram block edge (sources x output columns)
 
-_MIN_EXP, _N_BUCKETS = -1100, 2200  # frexp exponents of squared norms (ActiveSet of flow.hpp)
-_UNDERFLOW = 1e-150  # norms below this are recomputed scaled (flow.hpp: squares underflow)
+# read from the core (flow.hpp), so that both backends select the same columns
+_MIN_EXP, _N_BUCKETS = _core.ACTIVE_SET_MIN_EXP, _core.ACTIVE_SET_BUCKETS  # ActiveSet's buckets
+_UNDERFLOW = _core.UNDERFLOW_NORM  # norms below this are recomputed scaled (squares underflow)
 
 
 def _gram(Z, V):

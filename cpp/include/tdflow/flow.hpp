@@ -30,6 +30,9 @@
 
 namespace tdflow {
 
+// Column norms below this are recomputed scaled (stableNorm): their squares underflow.
+inline constexpr double kUnderflowNorm = 1e-150;
+
 // Column norms and unit directions; a column too small for its squares is rescaled first.
 // Plain pointer loops in passes (squares, square roots and reciprocals, scaling), so that the
 // square roots and divisions vectorise across columns: for d ~ 10 one column at a time waited on
@@ -56,11 +59,11 @@ inline void normalize_columns(const Eigen::Ref<const Mat>& W, Mat& Wbar, Vec& no
       const Index j = j0 + jj;
       const double* w = W.col(j).data();
       double* wb = Wbar.col(j).data();
-      if (n[jj] >= 1e-150 && std::isfinite(inv[jj])) {
+      if (n[jj] >= kUnderflowNorm && std::isfinite(inv[jj])) {
         for (Index i = 0; i < d; ++i) wb[i] = w[i] * inv[jj];
         continue;
       }
-      if (n[jj] < 1e-150) n[jj] = W.col(j).stableNorm();  // squares underflow
+      if (n[jj] < kUnderflowNorm) n[jj] = W.col(j).stableNorm();  // squares underflow
       const double nn = n[jj], iv = nn > 0 ? 1.0 / nn : 0.0;
       if (nn > 0 && std::isfinite(iv)) {
         for (Index i = 0; i < d; ++i) wb[i] = w[i] * iv;
@@ -97,6 +100,10 @@ struct Target {
 // and within a factor 2 of the exact greedy choice.
 class ActiveSet {
  public:
+  // frexp exponents of squared norms: buckets kMinExp .. kMinExp + kBuckets - 1, the ends
+  // holding everything beyond (public: the torch backend reads them through _core)
+  static constexpr int kMinExp = -1100, kBuckets = 2200;
+
   const std::vector<Index>& select(const Vec& norms, double budget) {
     const Index m = norms.size();
     active_.clear();
@@ -135,7 +142,6 @@ class ActiveSet {
   }
 
  private:
-  static constexpr int kMinExp = -1100, kBuckets = 2200;  // frexp exponents of squared norms
   std::vector<Index> active_;
   std::vector<double> bucket_sum_;
   std::vector<int> bucket_;
