@@ -394,6 +394,23 @@ def test_every_core_method_runs_on_torch(rng, method):
     np.testing.assert_allclose(b.loss, a.loss, rtol=1e-10)
 
 
+@pytest.mark.parametrize("method", tdflow._core.methods())
+def test_dense_output_of_a_few_columns_is_theirs_bitwise(rng, method):
+    """RungeKutta.columns (the stages indexed once, as Watch.locate uses them): the dense output
+    of columns idx equals those columns of the whole dense output, bitwise, for either form."""
+    _, tor = pair(make_target(rng, "general", 4), lam=0.01)
+    rk = torch_stepper.RungeKutta(torch_stepper.tableau(method), tor._torch.rhs)
+    W = tor._torch.to_device(0.3 * rng.standard_normal((6, 9)))
+    h = 0.1
+    Wn = rk.step(W, h)
+    rk.prepare_dense(W, h)
+    for idx in (torch.tensor([4]), torch.tensor([0, 5, 8]), torch.arange(9)):
+        sub = rk.columns(idx)
+        for th in (0.0, 0.23, 0.5, 0.91, 1.0):
+            got = sub.dense(th, W[:, idx], Wn[:, idx], h)
+            assert torch.equal(got, rk.dense(th, W, Wn, h)[:, idx]), (idx, th)
+
+
 def test_tsit5_figure1_run_agrees_with_core():
     """The small Figure-1 run of the dopri5 test with Tsit5: same fit times and steps."""
     tgt = tdflow.Target.orthogonal(10, tdflow.geometric_weights(5, 1.2))

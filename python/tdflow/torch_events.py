@@ -101,6 +101,8 @@ class Watch:
         last = torch.zeros_like(lo)
         theta, Y = hi.clone(), Wn[:, idx]
         eps4 = 4 * _EPS
+        # each column's dense output, its stages indexed once: a column's own theta costs O(d)
+        columns = [dense(idx[j:j + 1]) for j in range(idx.numel())]
         for _ in range(200):
             active = (hi - lo) > eps4
             if not bool(active.any()):
@@ -109,7 +111,7 @@ class Watch:
             th = torch.where((th > lo) & (th < hi), th, 0.5 * (lo + hi))
             th = torch.where(active, th, theta)
             # the dense output at each column's own theta
-            Yn = torch.stack([dense(float(x))[:, k] for x, k in zip(th.tolist(), idx.tolist())], 1)
+            Yn = torch.cat([y(x) for y, x in zip(columns, th.tolist())], 1)
             g = (Yn * Yn).sum(0) - d1sq
             Y = torch.where(active[None, :], Yn, Y)
             theta = th
