@@ -16,7 +16,7 @@ import copy
 import functools
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
