@@ -5,8 +5,9 @@
 Dense state (every column of norm ~1, so every column is active): the two Gram GEMMs dominate,
 4 m (m + r) d flops. Prints time per RHS, tdflow's speed-up over each peer measured in this run,
 and tdflow's GFLOP/s as a fraction of NumPy's DGEMM rate on a 2000^3 product. The rate is
-nominal, the 4 m (m + r) d flops over the time: from m = 3072 on tdflow forms the model's own
-Gram matrix in symmetric block pairs and does about 3/4 of them (contract_self_add).
+nominal, the 4 m (m + r) d flops over the time: from 1200 columns in the residual on (above
+d = 16) tdflow forms the model's own Gram matrix in symmetric block pairs and does about 3/4 of
+them (contract_self_add).
 """
 import argparse
 

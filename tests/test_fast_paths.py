@@ -129,24 +129,31 @@ def test_batch_validation_and_failure(rng):
     assert len(info.value.trajectories) == 3 and info.value.trajectories[0].success
 
 
-@pytest.mark.parametrize("order,m", [(4, 3072), (3, 3333), (5, 4100)])
-def test_symmetric_self_contraction_equals_reference(rng, order, m):
-    """With every column in the residual the model's own Gram matrix is formed in symmetric
-    block pairs (contract_self_add, used from 3072 columns on above d = 16, where the register
-    kernels of small d stop); the RHS must equal the plain reference, and not depend on threads."""
+@pytest.mark.parametrize("order,m,left_out", [(4, 1200, 0), (3, 1333, 0), (5, 2100, 0), (4, 1500, 150),
+                                              (4, 1300, 100)])
+def test_symmetric_self_contraction_equals_reference(rng, order, m, left_out):
+    """With at least 1200 columns in the residual their model part is contracted with itself in
+    symmetric block pairs (contract_self_add, above d = 16, where the register kernels of small d
+    stop); columns left out of the residual (``left_out`` tiny ones) are contracted against it
+    apart and gathered back. The RHS must equal the plain reference and not depend on threads."""
     d = 17
     target = tdflow.Target.random_unit(d, [1.0, 0.6], rng, order=order)
     W = np.asfortranarray(rng.standard_normal((d, m)) * rng.uniform(0.1, 1.0, m))
+    tiny = rng.choice(m, left_out, replace=False)
+    W[:, tiny] *= 1e-12
     flow = tdflow.GradientFlow(target, lam=0.01)
     runs = []
     for n in (1, 2):
         with tdflow.num_threads(n):
             runs.append(flow.rhs(W))
-    assert flow._core.n_active == m
+    assert flow._core.n_active == m - left_out
     np.testing.assert_array_equal(runs[0], runs[1])
     expected = ref.rhs(target.U, target.a, W, order, 0.01)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(runs[0], expected, rtol=1e-10, atol=1e-12 * scale)
+    if left_out:  # the tiny columns' velocities, relative to their own size
+        np.testing.assert_allclose(runs[0][:, tiny], expected[:, tiny], rtol=1e-10,
+                                   atol=1e-12 * np.abs(expected[:, tiny]).max())
 
 
 @pytest.mark.parametrize("nb", range(1, 14))

@@ -208,6 +208,50 @@ inline std::vector<std::vector<std::pair<Index, Index>>> pair_rounds(Index nb) {
   return rounds;
 }
 
+// Runs diag(b) for every block b, then pair(K, J) for the pairs of pair_rounds(nb), round after
+// round, so that every block receives its updates in that fixed order whatever the threads. In
+// parallel, as OpenMP tasks that depend on the blocks they write: no barrier between rounds, so
+// a thread the OS deschedules (another busy process on the core) holds up only the tasks that
+// need its blocks — with a parallel loop per round, each round waited for it (2 threads / 1
+// thread 1.12x on one dense RHS at d = 50, m = 2000 beside two busy processes). Before OpenMP 4
+// (no task dependences), one parallel loop per round.
+template <class Diag, class Pair>
+void self_schedule(Index nb, double work, Diag& diag, Pair& pair) {
+  const auto rounds = pair_rounds(nb);
+#ifdef _OPENMP
+  if (nb > 1 && work >= kParallelMinWork && !omp_in_parallel() && max_threads() > 1) {
+#if _OPENMP >= 201307
+    std::vector<char> deps(nb);
+    char* dep = deps.data();
+#pragma omp parallel num_threads(max_threads())
+#pragma omp single
+    {
+      for (Index b = 0; b < nb; ++b) {
+#pragma omp task depend(inout : dep[b]) firstprivate(b)
+        diag(b);
+      }
+      for (const auto& round : rounds) {
+        for (const auto& kj : round) {
+          const Index kb = kj.first, jb = kj.second;
+#pragma omp task depend(inout : dep[kb], dep[jb]) firstprivate(kb, jb)
+          pair(kb, jb);
+        }
+      }
+    }
+#else
+    parallel_blocks(nb, work, diag);
+    for (const auto& round : rounds)
+      parallel_blocks(static_cast<Index>(round.size()), work,
+                      [&](Index p) { pair(round[p].first, round[p].second); });
+#endif
+    return;
+  }
+#endif
+  for (Index b = 0; b < nb; ++b) diag(b);
+  for (const auto& round : rounds)
+    for (const auto& kj : round) pair(kj.first, kj.second);
+}
+
 }  // namespace detail
 
 // out(:, j) += sum_k c_k <z_k, z_j>^q z_k for the columns z_j of the part itself: contract(),
@@ -215,10 +259,12 @@ inline std::vector<std::vector<std::pair<Index, Index>>> pair_rounds(Index nb) {
 // blocks (K, J), K < J, forms G = Z_K^T Z_J once and feeds both out_J += (Z diag c)_K G^q and
 // out_K += (Z diag c)_J (G^q)^T; diagonal blocks form only their lower triangle. 3/4 of the
 // flops of contract(), the same O(k d) memory and a result independent of the thread count.
-// Measured against contract() (d = 100): 1.2-1.3x faster on one thread from k = 500 on, but on
-// two threads only from k ~ 4000 on (1.15x at 4000, 1.25x at 8000; the rounds' barriers and
-// smaller blocks cost the rest), so callers keep contract() below kSelfMin columns.
-constexpr Index kSelfMin = 3072;
+// Measured against contract() (AMD EPYC, 2 vCPUs, quiet; min of 9 alternating rounds, q = 3):
+// time ratio 0.73-0.89 on two threads and 0.85-0.93 on one for d = 20..200 and k = 1280..3072
+// (d = 50, k = 2000: 0.76 / 0.85); at k = 1024 0.93-1.14 on two threads (its blocks pair badly),
+// at k = 500-768 0.68-1.0. Callers keep contract() below kSelfMin columns. (An earlier
+// measurement on a loaded machine had put the two-thread crossover near k = 4000.)
+constexpr Index kSelfMin = 1200;
 inline void contract_self_add(const Part& part, int q, Mat& out) {
   const Index d = part.Z.rows(), k = part.rank();
   if (k == 0) return;
@@ -231,8 +277,7 @@ inline void contract_self_add(const Part& part, int q, Mat& out) {
   });
   auto block = [&](Index b) { return std::make_pair(b * kB, std::min(kB, k - b * kB)); };
   with_power(q, [&](auto pw) {
-    const double diag_work = 1.5 * static_cast<double>(kB) * kB * d * nb;
-    parallel_blocks(nb, diag_work, [&](Index b) {
+    auto diag = [&](Index b) {
       const auto [j0, nj] = block(b);
       Mat G(nj, nj);
       const auto ZJ = part.Z.middleCols(j0, nj);
@@ -243,22 +288,21 @@ inline void contract_self_add(const Part& part, int q, Mat& out) {
       }
       G.triangularView<Eigen::StrictlyUpper>() = G.transpose();
       out.middleCols(j0, nj).noalias() += Zc.middleCols(j0, nj) * G;
-    });
-    for (const auto& round : detail::pair_rounds(nb)) {
-      const double work = 3.0 * kB * kB * d * static_cast<double>(round.size());
-      parallel_blocks(static_cast<Index>(round.size()), work, [&](Index p) {
-        const auto [k0, nk] = block(round[p].first);
-        const auto [j0, nj] = block(round[p].second);
-        Mat G(nk, nj);
-        G.noalias() = part.Z.middleCols(k0, nk).transpose() * part.Z.middleCols(j0, nj);
-        for (Index jj = 0; jj < nj; ++jj) {
-          double* g = G.col(jj).data();
-          for (Index kk = 0; kk < nk; ++kk) g[kk] = pw(g[kk]);
-        }
-        out.middleCols(j0, nj).noalias() += Zc.middleCols(k0, nk) * G;
-        out.middleCols(k0, nk).noalias() += Zc.middleCols(j0, nj) * G.transpose();
-      });
-    }
+    };
+    auto pair = [&](Index kb, Index jb) {
+      const auto [k0, nk] = block(kb);
+      const auto [j0, nj] = block(jb);
+      Mat G(nk, nj);
+      G.noalias() = part.Z.middleCols(k0, nk).transpose() * part.Z.middleCols(j0, nj);
+      for (Index jj = 0; jj < nj; ++jj) {
+        double* g = G.col(jj).data();
+        for (Index kk = 0; kk < nk; ++kk) g[kk] = pw(g[kk]);
+      }
+      out.middleCols(j0, nj).noalias() += Zc.middleCols(k0, nk) * G;
+      out.middleCols(k0, nk).noalias() += Zc.middleCols(j0, nj) * G.transpose();
+    };
+    const double work = 1.5 * static_cast<double>(kB) * kB * d * nb * nb;
+    detail::self_schedule(nb, work, diag, pair);
   });
 }
 

@@ -226,7 +226,7 @@ inline std::shared_ptr<const MonomialTable> moment_table(Index d, int l, Contrac
 // Measured (bench/bench_moment_regime.py --crossover, one thread, AMD EPYC, load ~6 on 2 cores):
 // one dense RHS, Gram time / moment time = 1 at m ~ 1.4 n for (d, l) = (10..50, 3), (10, 4),
 // (8, 5), (6, 6); ~2 n for (20, 4), (10, 5); ~2.8 n for (5, 3). The Gram path's dense RHS costs
-// 4 (r + m) m d flops (m < kSelfMin), the moment path's 2 (r + 2m) n d, so equal time at
+// 4 (r + m) m d flops (m < kSelfMin; above, 3/4 of the model part's), the moment path's 2 (r + 2m) n d, so equal time at
 // m ~ 1.4 n means kMomentFlopCost ~ 1.4; the overhead places the small cases.
 // For d <= kSmallMaxDim the Gram path's dense RHS runs on the register kernels of
 // small_contract.hpp, its flops weighted by kSmallGramFlopCost: measured (one thread, AMD EPYC,
@@ -245,9 +245,9 @@ struct ContractionCost {
   // R(wbar^{l-1}, I) for all m columns
   static Costs rhs(Index d, int l, Index r, Index m, Index a) {
     const double D = d, M = m, A = a, R = r;
-    const double gram = small_fits(d, l - 1)     ? kSmallGramFlopCost * 4 * (R + A) * M * D
-                        : (a == m && m >= kSelfMin) ? 4 * R * M * D + 3 * M * M * D
-                                                    : 4 * (R + A) * M * D;
+    const double gram = small_fits(d, l - 1) ? kSmallGramFlopCost * 4 * (R + A) * M * D
+                        : a >= kSelfMin ? 4 * R * M * D + 3 * A * A * D + 4 * A * (M - A) * D
+                                        : 4 * (R + A) * M * D;
     return {gram, moment(2 * (R + A + M) * monomials(d, l) * D)};
   }
   // ||R||_F^2
