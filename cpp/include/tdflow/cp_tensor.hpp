@@ -98,6 +98,14 @@ decltype(auto) with_power(int p, F&& f) {
 
 namespace detail {
 
+// G = G^p entry by entry (a loop without reduction: it vectorises for a compile-time p)
+template <class Pw>
+inline void power_in_place(const Pw& pw, Mat& G) {
+  double* g = G.data();
+  const Index n = G.size();
+  for (Index i = 0; i < n; ++i) g[i] = pw(g[i]);
+}
+
 // G = Z_K^T V_J for the rows [k0, k0+nk) of a part.
 template <class VBlock>
 inline void gram_block(const Part& part, Index k0, Index nk, const VBlock& VJ, Mat& G) {
@@ -334,13 +342,9 @@ void evaluate(const Parts& parts, const VType& V, int l, Vec& out) {
   detail::for_gram_blocks(parts, V, l, 1.0, [&](Index j0, Index nj) {
     out.segment(j0, nj).setZero();
     return [&out, j0, nj](auto pw, const Part& part, Index k0, Index nk, Mat& G) {
-      const double* c = part.c.data() + k0;
-      for (Index jj = 0; jj < nj; ++jj) {
-        const double* g = G.col(jj).data();
-        double s = 0.0;
-        for (Index kk = 0; kk < nk; ++kk) s += c[kk] * pw(g[kk]);
-        out[j0 + jj] += s;
-      }
+      detail::power_in_place(pw, G);
+      // the weighted column sums as one GEMV: a scalar reduction per column did not vectorise
+      out.segment(j0, nj).noalias() += G.transpose() * part.c.segment(k0, nk);
     };
   });
 }
@@ -376,30 +380,17 @@ inline double self_inner(const Part& part, int l) {
     parallel_blocks(n_blocks, work, [&](Index b) {
       const Index j0 = b * kColBlock, nj = std::min(kColBlock, k - j0);
       const auto ZJ = part.Z.middleCols(j0, nj);
-      const double* cj = part.c.data() + j0;
       Mat G;
+      Vec h;
       double sum = 0.0;
       for (Index k0 = 0; k0 < j0 + nj; k0 += kColBlock) {  // row blocks up to the diagonal
         const Index nk = std::min(kColBlock, k - k0);
         G.noalias() = part.Z.middleCols(k0, nk).transpose() * ZJ;
-        const double* ck = part.c.data() + k0;
-        double block = 0.0;
-        if (k0 == j0) {  // diagonal block: upper triangle twice, diagonal once
-          for (Index jj = 0; jj < nj; ++jj) {
-            const double* g = G.col(jj).data();
-            double s = 0.0;
-            for (Index kk = 0; kk < jj; ++kk) s += ck[kk] * pw(g[kk]);
-            block += cj[jj] * (2.0 * s + ck[jj] * pw(g[jj]));
-          }
-        } else {
-          for (Index jj = 0; jj < nj; ++jj) {
-            const double* g = G.col(jj).data();
-            double s = 0.0;
-            for (Index kk = 0; kk < nk; ++kk) s += ck[kk] * pw(g[kk]);
-            block += 2.0 * cj[jj] * s;
-          }
-        }
-        sum += block;
+        detail::power_in_place(pw, G);
+        // c_K^T G c_J by a GEMV and a dot (vectorised); a diagonal block counts both of its
+        // triangles once (its upper triangle twice and its diagonal once), the others twice
+        h.noalias() = G.transpose() * part.c.segment(k0, nk);
+        sum += (k0 == j0 ? 1.0 : 2.0) * h.dot(part.c.segment(j0, nj));
       }
       partial[b] = sum;
     });
