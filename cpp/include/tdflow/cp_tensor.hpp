@@ -267,10 +267,10 @@ void self_schedule(Index nb, double work, Diag& diag, Pair& pair) {
 // blocks (K, J), K < J, forms G = Z_K^T Z_J once and feeds both out_J += (Z diag c)_K G^q and
 // out_K += (Z diag c)_J (G^q)^T; diagonal blocks form only their lower triangle. 3/4 of the
 // flops of contract(), the same O(k d) memory and a result independent of the thread count.
-// Measured against contract() (AMD EPYC, 2 vCPUs, quiet; min of 9 alternating rounds, q = 3):
-// time ratio 0.73-0.89 on two threads and 0.85-0.93 on one for d = 20..200 and k = 1280..3072
-// (d = 50, k = 2000: 0.76 / 0.85); at k = 1024 0.93-1.14 on two threads (its blocks pair badly),
-// at k = 500-768 0.68-1.0. Callers keep contract() below kSelfMin columns. (An earlier
+// Measured against contract() (AMD EPYC, 2 cores, EIGEN_DONT_PARALLELIZE as in the build; min of
+// 9 alternating rounds, q = 3): time ratio 0.72-0.83 on two threads and 0.73-0.86 on one for
+// d = 20..100, k = 1280..3072 (d = 50, k = 2000: 0.74 / 0.75); at k = 1024 0.93-1.14 on two
+// threads, at k = 500-768 0.68-1.0. Callers keep contract() below kSelfMin columns. (An earlier
 // measurement on a loaded machine had put the two-thread crossover near k = 4000.)
 constexpr Index kSelfMin = 1200;
 inline void contract_self_add(const Part& part, int q, Mat& out) {
