@@ -186,6 +186,11 @@ def test_edited_files_with_a_forged_checksum_are_checked_for_consistency(run, tm
         ("lacks", {}, dict(options={k: v for k, v in options.items() if k != "rtol"}),
          r"integrator options lack \['rtol'\]"),
         ("not-a-table", {}, dict(options=[1]), r"integrator options lack \['method'"),
+        ("d-text", {}, dict(d="4"), "d must be an integer >= 0, got '4'"),
+        ("m-float", {}, dict(m=float(run.m)), "m must be an integer >= 0, got"),
+        ("seed-negative", {}, dict(seed=-2), "seed must be >= -1, got -2"),
+        ("order-bool", {}, dict(order=True), "order must be an integer >= 1, got True"),
+        ("wall_time", {}, dict(wall_time=float("inf")), "wall_time must be finite and >= 0"),
     ]:
         path = io.save_npz(tmp_path / what, dict(arrays, **change), dict(meta, **edit),
                            kind="deflation")

@@ -102,14 +102,12 @@ py::object small_py(py::handle Z, py::handle c, py::handle V, int order, const s
   Mat out;
   Vec vals;
   double n2 = 0.0;
-  bool ok;
-  {
-    py::gil_scoped_release release;
+  const bool ok = without_gil([&] {
     const Parts parts = t.parts();
-    ok = op == "contract"   ? small_contract(parts, mat_of(v), order - 1, out)
-         : op == "evaluate" ? small_evaluate(parts, mat_of(v), order, vals)
-                            : small_norm_squared(parts, order, vals, n2);
-  }
+    return op == "contract"   ? small_contract(parts, mat_of(v), order - 1, out)
+           : op == "evaluate" ? small_evaluate(parts, mat_of(v), order, vals)
+                              : small_norm_squared(parts, order, vals, n2);
+  });
   if (!ok) return py::none();
   if (op == "contract") return py::cast(out);
   if (op == "evaluate") return py::cast(vals);

@@ -55,7 +55,7 @@ def from_npz(path, arrays: dict, meta: dict) -> DeflationResult:
             raise ValueError(f"its records are version {meta.get('deflation_version', 1)}, "
                              f"this tdflow reads version {VERSION} (Proposition 1's margins, "
                              "Definition 2's partitions): rerun it")
-        d, r, m = int(meta["d"]), int(meta["r"]), int(meta["m"])
+        d, r, m = (positive_int(meta[k], k, minimum=0) for k in ("d", "r", "m"))
         for name, shape in (("U", (d, r)), ("a", (r,)), ("W", (d, m)), ("member", (m,)),
                             ("armed", (m,))):
             if name not in arrays:
@@ -81,16 +81,18 @@ def from_npz(path, arrays: dict, meta: dict) -> DeflationResult:
             raise ValueError("direction records do not match the rank r")
         if groups["records"] and groups["records"]["norms"].shape[1:] != (m,):
             raise ValueError("recorded norms do not match m")
-        target = Target(arrays["U"], arrays["a"], int(meta["order"]))
+        target = Target(arrays["U"], arrays["a"], positive_int(meta["order"], "order"))
         schedule = Schedule.from_dict(meta["schedule"])
         _check_file_state(arrays, meta, groups, r)
-        res = DeflationResult(target=target, m=m, seed=int(meta["seed"]), schedule=schedule,
+        res = DeflationResult(target=target, m=m, seed=positive_int(meta["seed"], "seed", minimum=-1),  # -1: a Generator was consumed
+                  schedule=schedule,
                   **_options(meta["options"]), W=real_array(arrays["W"], "W", 2, (d, m)),
                   member=arrays["member"].astype(np.int64), armed=arrays["armed"].astype(bool),
                   beta=real_number(meta["beta"], "beta", minimum=0.0, strict=True),
-                  epoch=int(meta["epoch"]), t=real_number(meta["t"], "t", minimum=0.0),
+                  epoch=positive_int(meta["epoch"], "epoch", minimum=0),
+                  t=real_number(meta["t"], "t", minimum=0.0),
                   rng_state=meta["rng_state"], status=status_arg(meta["status"], STATUSES),
-                  warnings=list(meta["warnings"]), wall_time=float(meta["wall_time"]),
+                  warnings=list(meta["warnings"]), wall_time=real_number(meta["wall_time"], "wall_time", minimum=0.0),
                   **groups)
         rng_from_state(res.rng_state)  # validates the state
     except (ValueError, TypeError) as err:  # TypeError: a value of the wrong type (the checks)
