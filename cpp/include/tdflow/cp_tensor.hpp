@@ -302,10 +302,7 @@ inline void contract_self_add(const Part& part, int q, Mat& out) {
       const auto [j0, nj] = block(jb);
       Mat G(nk, nj);
       G.noalias() = part.Z.middleCols(k0, nk).transpose() * part.Z.middleCols(j0, nj);
-      for (Index jj = 0; jj < nj; ++jj) {
-        double* g = G.col(jj).data();
-        for (Index kk = 0; kk < nk; ++kk) g[kk] = pw(g[kk]);
-      }
+      detail::power_in_place(pw, G);
       out.middleCols(j0, nj).noalias() += Zc.middleCols(k0, nk) * G;
       out.middleCols(k0, nk).noalias() += Zc.middleCols(j0, nj) * G.transpose();
     };

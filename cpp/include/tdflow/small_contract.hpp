@@ -46,6 +46,18 @@ inline Lane lane_pow(const Lane& x, int p) {
   }
 }
 
+// <z, v_j> for the lane's columns (z: D entries): two chains, half the FMA latency.
+template <int D>
+inline Lane lane_dot(const Lane* v, const double* z) {
+  Lane g0 = v[0] * z[0], g1 = Lane::Zero();
+  for (int i = 1; i + 1 < D; i += 2) {
+    g0 += v[i] * z[i];
+    g1 += v[i + 1] * z[i + 1];
+  }
+  if (D % 2 == 0) g1 += v[D - 1] * z[D - 1];
+  return g0 + g1;
+}
+
 // The lane of columns [j0, j0 + nj) (nj <= kLane) of V (d = D rows): v[i] holds row i of the
 // lane (zero past nj). Scatter: acc[i] receives row i of sum_parts sum_k c_k <z_k, v_j>^p z_k
 // (contract()); otherwise acc[0] receives sum_parts sum_k c_k <z_k, v_j>^p (evaluate()).
@@ -61,13 +73,7 @@ inline void small_lane(const PartList& parts, const Lane* v, int p, Lane* acc) {
     }
     const double* z = part.Z.data();
     for (Index kk = 0; kk < k; ++kk, z += D) {
-      Lane g0 = v[0] * z[0], g1 = Lane::Zero();  // two chains: half the FMA latency
-      for (int i = 1; i + 1 < D; i += 2) {
-        g0 += v[i] * z[i];
-        g1 += v[i + 1] * z[i + 1];
-      }
-      if (D % 2 == 0) g1 += v[D - 1] * z[D - 1];
-      const Lane h = c[kk] * lane_pow<P>(g0 + g1, p);
+      const Lane h = c[kk] * lane_pow<P>(lane_dot<D>(v, z), p);
       if constexpr (Scatter) {
         for (int i = 0; i < D; ++i) acc[i] += h * z[i];
       } else {
@@ -202,13 +208,7 @@ double small_self_lanes(const double* Z, const double* c, Index k, int p, Vec& l
       Lane diag = Lane::Zero(), off = Lane::Zero();
       const double* z = Z + j0 * D;
       for (Index kk = j0; kk < k; ++kk, z += D) {
-        Lane g0 = v[0] * z[0], g1 = Lane::Zero();
-        for (int i = 1; i + 1 < D; i += 2) {
-          g0 += v[i] * z[i];
-          g1 += v[i + 1] * z[i + 1];
-        }
-        if (D % 2 == 0) g1 += v[D - 1] * z[D - 1];
-        const Lane h = c[kk] * lane_pow<P>(g0 + g1, p);
+        const Lane h = c[kk] * lane_pow<P>(lane_dot<D>(v, z), p);
         if (kk < j0 + nj) {
           Lane mask;
           for (int jj = 0; jj < kLane; ++jj) mask[jj] = kk - j0 > jj ? 2.0 : kk - j0 == jj ? 1.0 : 0.0;
